@@ -1,0 +1,285 @@
+"""Command-line interface: argument parsing and dispatch only.
+
+Results go to stdout, progress and logs to stderr. A `BlendaeError` becomes one line
+on stderr and exit status 2, like argparse's own usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from blendae.config import PROTOCOLS, RunConfig
+from blendae.errors import BlendaeError
+
+PRESET_NAMES = ("seed", "unit")
+# Options of `train`/`run` that map one-to-one onto RunConfig fields.
+TRAIN_FIELDS = (
+    "model",
+    "preset",
+    "protocol",
+    "epochs",
+    "batch_size",
+    "lr",
+    "lr_schedule",
+    "seed",
+    "limit_train",
+    "limit_test",
+    "device",
+    "mirror",
+    "cache",
+    "codec",
+    "lmbda",
+    "model_args",
+    "channels_last",
+    "bf16",
+)
+RESUMABLE_OVERRIDES = ("epochs", "device", "mirror", "cache")
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"latent_channels\": 32}'")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from exc
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mirror",
+        help="folder or URL serving the official files and SHA256SUMS "
+        "(default: $BLENDAE_MIRROR, else the official URLs)",
+    )
+    p.add_argument("--cache", help="cache folder (default: $BLENDAE_CACHE, else the user cache)")
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    from blendae.models.registry import DEFAULT_MODEL, MODELS
+
+    d = RunConfig()
+    # Defaults are None so that an explicit option can be told apart on --resume;
+    # the help shows the real default.
+    p.add_argument("--out", default=None, help="run folder (default: runs/<model>-<protocol>)")
+    p.add_argument(
+        "--model", choices=sorted(MODELS), help=f"architecture (default: {DEFAULT_MODEL})"
+    )
+    p.add_argument(
+        "--model-args",
+        type=_json_object,
+        help="constructor arguments as JSON, e.g. '{\"latent_channels\": 32}'",
+    )
+    p.add_argument("--preset", choices=PRESET_NAMES, help=f"normalization (default: {d.preset})")
+    p.add_argument("--protocol", choices=PROTOCOLS, help=f"(default: {d.protocol})")
+    p.add_argument("--epochs", type=_positive_int, help=f"(default: {d.epochs})")
+    p.add_argument("--batch-size", type=_positive_int, help=f"(default: {d.batch_size})")
+    p.add_argument("--lr", type=_positive_float, help=f"Adam learning rate (default: {d.lr})")
+    p.add_argument(
+        "--lr-schedule", choices=("constant", "cosine"), help=f"(default: {d.lr_schedule})"
+    )
+    p.add_argument("--seed", type=int, help=f"seeds init and shuffles (default: {d.seed})")
+    p.add_argument("--limit-train", type=_positive_int, help="use the first N training images")
+    p.add_argument("--limit-test", type=_positive_int, help="use the first N test images")
+    p.add_argument("--device", choices=("cpu", "cuda"), help=f"(default: {d.device})")
+    p.add_argument(
+        "--codec",
+        action="store_const",
+        const=True,
+        help="rate–distortion training (needs a codec model)",
+    )
+    p.add_argument(
+        "--lambda",
+        dest="lmbda",
+        type=_positive_float,
+        help=f"rate–distortion trade-off λ (default: {d.lmbda})",
+    )
+    p.add_argument(
+        "--no-channels-last",
+        dest="channels_last",
+        action="store_const",
+        const=False,
+        help="keep NCHW memory layout (channels-last is faster on oneDNN/cuDNN)",
+    )
+    p.add_argument(
+        "--no-bf16",
+        dest="bf16",
+        action="store_const",
+        const=False,
+        help="train mini-batches in float32 even where bf16 autocast is available",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    _add_data_options(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blendae",
+        description="Autoencoders on blended CIFAR-10/MNIST images, and a learned image codec.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="download, verify and blend the datasets")
+    p.add_argument("--preset", choices=PRESET_NAMES, default="seed", help="normalization")
+    p.add_argument(
+        "--cifar-variant",
+        choices=("binary", "python"),
+        default="binary",
+        help="which official CIFAR-10 archive to read",
+    )
+    _add_data_options(p)
+
+    p = sub.add_parser("train", help="train a model; writes checkpoints and metrics.jsonl")
+    _add_train_options(p)
+    p = sub.add_parser("run", help="prepare + train + evaluate + report")
+    _add_train_options(p)
+
+    p = sub.add_parser("evaluate", help="evaluate a run folder; writes plots and summary.md")
+    p.add_argument("run_dir", type=Path)
+
+    p = sub.add_parser("compress", help="images (files or folders) → .bae files")
+    p.add_argument("inputs", nargs="+", type=Path)
+    p.add_argument(
+        "-o", "--out", type=Path, required=True, help="output folder (or file, for one input)"
+    )
+    p.add_argument(
+        "--model", default=None, help="shipped model name or run folder (default: the zoo default)"
+    )
+
+    p = sub.add_parser("decompress", help=".bae files (or folders of them) → PNG")
+    p.add_argument("inputs", nargs="+", type=Path)
+    p.add_argument(
+        "-o", "--out", type=Path, required=True, help="output folder (or file, for one input)"
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Defaults, overridden by the options given; on --resume, the run's saved config."""
+    from blendae.models.registry import DEFAULT_MODEL
+
+    given = {k: getattr(args, k) for k in TRAIN_FIELDS if getattr(args, k) is not None}
+    if args.resume:
+        if args.out is None:
+            raise BlendaeError("--resume needs --out RUN_FOLDER, the run to continue")
+        saved_path = Path(args.out) / "config.json"
+        if not saved_path.is_file():
+            raise BlendaeError(
+                f"cannot resume: {saved_path} does not exist; start a new run instead"
+            )
+        config = RunConfig.load(saved_path)
+        clashes = [
+            f"--{k.replace('_', '-')}"
+            for k, v in given.items()
+            if k not in RESUMABLE_OVERRIDES and getattr(config, k) != v
+        ]
+        if clashes:
+            raise BlendaeError(
+                f"cannot resume {args.out} with different {', '.join(clashes)}; "
+                "drop those options or start a new run with another --out"
+            )
+        return dataclasses.replace(
+            config, **{k: given[k] for k in RESUMABLE_OVERRIDES if k in given}
+        )
+    config = RunConfig(model=given.pop("model", DEFAULT_MODEL), **given)
+    config.out = args.out or f"runs/{config.model}-{config.protocol}"
+    config.validate()
+    return config
+
+
+def _dispatch(args: argparse.Namespace, argv: list[str]) -> None:
+    command_line = "blendae " + " ".join(shlex.quote(a) for a in argv)
+    if args.command == "prepare":
+        from blendae.data import load_blended
+
+        splits = load_blended(
+            args.preset, mirror=args.mirror, cache=args.cache, cifar_variant=args.cifar_variant
+        )
+        print(
+            f"prepared preset {splits.preset}: train {tuple(splits.train.shape)}, "
+            f"test {tuple(splits.test.shape)}"
+        )
+    elif args.command in ("train", "run"):
+        from blendae.training.loop import train
+
+        config = config_from_args(args)
+        metrics = train(config, resume=args.resume, command=command_line)
+        if args.command == "run":
+            from blendae.evaluation.report import evaluate_run
+
+            final = evaluate_run(Path(config.out))
+            print(
+                f"{config.out}: test loss {final['test_loss']:.4f}, "
+                f"PSNR {final['test_psnr']:.2f} dB, SSIM {final['test_ssim']:.4f}; "
+                f"see {config.out}/summary.md"
+            )
+        elif metrics:
+            last = metrics[-1]
+            print(
+                f"{config.out}: epoch {last['epoch']}, train loss {last['train_loss']:.4f}, "
+                f"test loss {last['test_loss']:.4f}, PSNR {last['test_psnr']:.2f} dB"
+            )
+    elif args.command == "evaluate":
+        from blendae.evaluation.report import evaluate_run
+
+        final = evaluate_run(args.run_dir)
+        print(json.dumps(final))
+    elif args.command == "compress":
+        from blendae.codec.api import compress_paths
+
+        for path in compress_paths(args.inputs, args.out, model=args.model):
+            print(path)
+    elif args.command == "decompress":
+        from blendae.codec.api import decompress_paths
+
+        for path in decompress_paths(args.inputs, args.out):
+            print(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        _dispatch(args, argv)
+    except BlendaeError as exc:
+        print(f"blendae: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("blendae: interrupted; continue a training run with --resume", file=sys.stderr)
+        return 130
+    return 0

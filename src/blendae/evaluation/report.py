@@ -1,0 +1,110 @@
+"""`blendae evaluate`: re-measure a finished run and write its figures and summary.md."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from blendae.config import RunConfig
+from blendae.data import load_blended, to_pixels
+from blendae.errors import BlendaeError
+from blendae.evaluation.metrics import evaluate
+from blendae.evaluation.plots import plot_losses, plot_reconstructions
+from blendae.models.registry import build_model
+from blendae.training.checkpoint import WEIGHTS, atomic_write_text, load_checkpoint, load_weights
+from blendae.training.loop import CONFIG
+
+STUDY = {"train_first": 0.9747, "train_last": 0.2641, "test_first": 0.9674, "test_last": 0.2609}
+N_SHOWN = 8
+
+
+def load_run_model(run_dir: Path) -> tuple[RunConfig, torch.nn.Module]:
+    """The config and trained model of a run folder, in eval mode on the CPU."""
+    if not (run_dir / CONFIG).is_file():
+        raise BlendaeError(f"{run_dir} is not a blendae run folder (no {CONFIG}); train first")
+    config = RunConfig.load(run_dir / CONFIG)
+    model = build_model(config.model, **config.model_args)
+    try:
+        model.load_state_dict(load_weights(run_dir / WEIGHTS))
+    except RuntimeError as exc:
+        raise BlendaeError(
+            f"{run_dir / WEIGHTS} does not fit model {config.model!r}: {exc}"
+        ) from exc
+    return config, model.eval()
+
+
+def evaluate_run(run_dir: Path) -> dict[str, Any]:
+    """Evaluate the run's final weights on the full test split; write loss.png,
+    reconstructions.png and summary.md; return the final numbers."""
+    config, model = load_run_model(run_dir)
+    state = load_checkpoint(run_dir).state
+    metrics: list[dict[str, Any]] = state["metrics"]
+    splits = load_blended(config.preset, mirror=config.mirror, cache=config.cache)
+    x_test = splits.test[: config.limit_test]
+    final = evaluate(model, x_test, lambda x: to_pixels(x, config.preset), config.eval_batch_size)
+
+    plot_losses(
+        metrics, run_dir / "loss.png", f"{config.model} · {config.protocol} · {config.preset}"
+    )
+    with torch.no_grad():
+        shown = x_test[:N_SHOWN]
+        out = model(shown)
+        x_hat = out["x_hat"] if isinstance(out, dict) else out
+    as_u8 = lambda x: to_pixels(x, config.preset).clamp(0, 255).round().to(torch.uint8)  # noqa: E731
+    plot_reconstructions(
+        as_u8(shown),
+        as_u8(x_hat),
+        run_dir / "reconstructions.png",
+        f"test images (top) and {config.model} reconstructions (bottom)",
+    )
+    summary = render_summary(config, metrics, final, state.get("command", ""))
+    atomic_write_text(run_dir / "summary.md", summary)
+    atomic_write_text(run_dir / "final.json", json.dumps(final, indent=2) + "\n")
+    return final
+
+
+def render_summary(
+    config: RunConfig, metrics: list[dict[str, Any]], final: dict[str, float], command: str
+) -> str:
+    """The run's numbers in Markdown, with the study's for comparison when they apply."""
+    first, last = metrics[0], metrics[-1]
+    train_seconds = sum(m["seconds"] for m in metrics)
+    lines = [
+        f"# blendae run: {Path(config.out).name}",
+        "",
+        f"Command: `{command}`" if command else "Command: (not recorded)",
+        "",
+        f"Model `{config.model}` {config.model_args or ''}, preset `{config.preset}`, "
+        f"protocol `{config.protocol}`, {len(metrics)} epochs, batch size {config.batch_size}, "
+        f"lr {config.lr} ({config.lr_schedule}), seed {config.seed}, device {config.device}.",
+        "",
+        "| | first epoch | last epoch |",
+        "| --- | --- | --- |",
+        f"| train loss | {first['train_loss']:.4f} | {last['train_loss']:.4f} |",
+        f"| test loss | {first['test_loss']:.4f} | {last['test_loss']:.4f} |",
+        f"| test PSNR (dB, pixel space) | {first['test_psnr']:.2f} | {last['test_psnr']:.2f} |",
+        f"| test SSIM | {first['test_ssim']:.4f} | {last['test_ssim']:.4f} |",
+        "",
+        f"Final evaluation on {config.limit_test or 10000} test images: test loss "
+        f"{final['test_loss']:.4f}, PSNR {final['test_psnr']:.2f} dB, SSIM {final['test_ssim']:.4f}"
+        + (f", estimated rate {final['test_bpp']:.3f} bpp" if "test_bpp" in final else "")
+        + ".",
+        "",
+        f"Wall time: {train_seconds:.1f} s for {len(metrics)} epochs (training and per-epoch "
+        f"evaluation), {train_seconds / len(metrics):.1f} s per epoch; "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}.",
+    ]
+    if config.model == "seed" and config.preset == "seed":
+        lines += [
+            "",
+            "The study (50 full-batch epochs): train loss "
+            f"{STUDY['train_first']} → {STUDY['train_last']}, test loss "
+            f"{STUDY['test_first']} → {STUDY['test_last']}.",
+        ]
+    lines += ["", "![loss](loss.png)", "", "![reconstructions](reconstructions.png)", ""]
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""The study's autoencoder, exactly: three stride-2 convolutions down, three back up."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class SeedAutoencoder(nn.Module):
+    """Conv2d 3→16→32→64 (k4, s2, p1) with LeakyReLU; ConvTranspose2d back; no final activation.
+
+    Latent: 64×4×4 = 1,024 values for a 3×32×32 image. Layer order and default
+    initialisation match the study, so the `seed-fullbatch` protocol replays its curve.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, 16, 4, stride=2, padding=1),  # 3×32×32 → 16×16×16
+            nn.LeakyReLU(),
+            nn.Conv2d(16, 32, 4, stride=2, padding=1),  # → 32×8×8
+            nn.LeakyReLU(),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1),  # → 64×4×4
+            nn.LeakyReLU(),
+        )
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),  # → 32×8×8
+            nn.LeakyReLU(),
+            nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1),  # → 16×16×16
+            nn.LeakyReLU(),
+            nn.ConvTranspose2d(16, 3, 4, stride=2, padding=1),  # → 3×32×32
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decoder(self.encoder(x))

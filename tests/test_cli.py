@@ -1,0 +1,123 @@
+"""The command line: one-line errors with exit status 2, nothing overwritten; e2e on the mirror."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from blendae.cli import main
+
+needs_mirror = pytest.mark.skipif(
+    not os.environ.get("BLENDAE_MIRROR"), reason="BLENDAE_MIRROR is not set"
+)
+
+
+def _err_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--protocol", "fullbatch"],
+        ["train", "--epochs", "0"],
+        ["train", "--epochs", "ten"],
+        ["train", "--lr", "-1"],
+        ["train", "--model", "resnet"],
+        ["train", "--model-args", "[1, 2]"],
+        ["prepare", "--preset", "imagenet"],
+        ["frobnicate"],
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_non_empty_out_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", "--out", str(out), "--epochs", "1"]) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and "not empty" in lines[0] and "--resume" in lines[0]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_resume_needs_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--out", str(tmp_path / "nothing"), "--resume"]) == 2
+    assert "cannot resume" in _err_lines(capsys)[0]
+
+
+def test_resume_refuses_changed_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"out": str(out), "model": "seed", "lr": 0.001}))
+    assert main(["train", "--out", str(out), "--resume", "--lr", "0.01"]) == 2
+    assert "--lr" in _err_lines(capsys)[0]
+
+
+def test_evaluate_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(tmp_path / "nope")]) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and "not a blendae run folder" in lines[0]
+
+
+def test_module_entry_point() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "blendae", "--help"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0
+    for command in ("prepare", "train", "run", "evaluate", "compress", "decompress"):
+        assert command in done.stdout
+
+
+@needs_mirror
+@pytest.mark.mirror
+def test_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`blendae run` on a slice of the real data writes every promised output."""
+    out = tmp_path / "e2e"
+    argv = [
+        "run",
+        "--model",
+        "seed",
+        "--preset",
+        "seed",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--limit-train",
+        "2000",
+        "--limit-test",
+        "500",
+    ]
+    assert main(argv) == 0
+    assert "summary.md" in capsys.readouterr().out
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "loss.png",
+        "reconstructions.png",
+        "checkpoint.safetensors",
+        "model.safetensors",
+        "summary.md",
+    ):
+        assert (out / name).is_file(), name
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    # The study's space: the first loss is close to the data's mean square (~1.0).
+    assert 0.8 < metrics[0]["train_loss"] < 1.1
+    summary = (out / "summary.md").read_text()
+    assert "blendae run --model seed" in summary and "0.2609" in summary
+    # Resume continues to epoch 3 from the checkpoint.
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "3"]) == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
