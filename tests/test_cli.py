@@ -90,6 +90,8 @@ def test_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         "seed",
         "--preset",
         "seed",
+        "--protocol",
+        "seed-fullbatch",
         "--epochs",
         "2",
         "--out",
@@ -113,7 +115,7 @@ def test_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         assert (out / name).is_file(), name
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2]
-    # The study's space: the first loss is close to the data's mean square (~1.0).
+    # The study's space, before its first step: the loss is the data's mean square (~1.0).
     assert 0.8 < metrics[0]["train_loss"] < 1.1
     summary = (out / "summary.md").read_text()
     assert "blendae run --model seed" in summary and "0.2609" in summary

@@ -229,10 +229,13 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> None:
             f"test {tuple(splits.test.shape)}"
         )
     elif args.command in ("train", "run"):
+        from blendae.training.distributed import is_main_process
         from blendae.training.loop import train
 
         config = config_from_args(args)
         metrics = train(config, resume=args.resume, command=command_line)
+        if not is_main_process():  # under torchrun, rank 0 alone evaluates and reports
+            return
         if args.command == "run":
             from blendae.evaluation.report import evaluate_run
 

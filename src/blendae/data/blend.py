@@ -23,10 +23,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from blendae.data._fs import atomic_write, ensure_dir, file_lock, write_json
 from blendae.data.formats import CIFAR_VARIANTS, OFFICIAL_COUNTS, Counts, read_cifar, read_mnist
 from blendae.data.sources import fetch, resolve_cache, resolve_mirror, verified_sha256
 from blendae.errors import BlendaeError
+from blendae.files import atomic_write, ensure_dir, file_lock, write_json
 
 log = logging.getLogger(__name__)
 

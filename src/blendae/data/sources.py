@@ -32,8 +32,8 @@ import platformdirs
 from tqdm import tqdm
 
 from blendae import __version__
-from blendae.data._fs import ensure_dir, file_lock, write_json
 from blendae.errors import BlendaeError
+from blendae.files import ensure_dir, file_lock, write_json
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only; no display on servers or CI
 import matplotlib.pyplot as plt
 from torch import Tensor
 
-from blendae.training.checkpoint import atomic_write
+from blendae.files import atomic_write
 
 
 def _save(fig: Any, path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,9 @@ from blendae.data import load_blended, to_pixels
 from blendae.errors import BlendaeError
 from blendae.evaluation.metrics import evaluate
 from blendae.evaluation.plots import plot_losses, plot_reconstructions
+from blendae.files import atomic_write_text
 from blendae.models.registry import build_model
-from blendae.training.checkpoint import WEIGHTS, atomic_write_text, load_checkpoint, load_weights
+from blendae.training.checkpoint import WEIGHTS, load_checkpoint, load_weights
 from blendae.training.loop import CONFIG
 
 STUDY = {"train_first": 0.9747, "train_last": 0.2641, "test_first": 0.9674, "test_last": 0.2609}
@@ -61,14 +61,18 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
         run_dir / "reconstructions.png",
         f"test images (top) and {config.model} reconstructions (bottom)",
     )
-    summary = render_summary(config, metrics, final, state.get("command", ""))
+    summary = render_summary(config, metrics, final, state["commands"], state["machine"])
     atomic_write_text(run_dir / "summary.md", summary)
     atomic_write_text(run_dir / "final.json", json.dumps(final, indent=2) + "\n")
     return final
 
 
 def render_summary(
-    config: RunConfig, metrics: list[dict[str, Any]], final: dict[str, float], command: str
+    config: RunConfig,
+    metrics: list[dict[str, Any]],
+    final: dict[str, float],
+    commands: list[str],
+    machine: dict[str, Any],
 ) -> str:
     """The run's numbers in Markdown, with the study's for comparison when they apply."""
     first, last = metrics[0], metrics[-1]
@@ -76,9 +80,10 @@ def render_summary(
     lines = [
         f"# blendae run: {Path(config.out).name}",
         "",
-        f"Command: `{command}`" if command else "Command: (not recorded)",
+        "Command: " + (" ; then ".join(f"`{c}`" for c in commands if c) or "(not recorded)"),
         "",
-        f"Model `{config.model}` {config.model_args or ''}, preset `{config.preset}`, "
+        f"Model `{config.model}`{f' {config.model_args}' if config.model_args else ''}, "
+        f"preset `{config.preset}`, "
         f"protocol `{config.protocol}`, {len(metrics)} epochs, batch size {config.batch_size}, "
         f"lr {config.lr} ({config.lr_schedule}), seed {config.seed}, device {config.device}.",
         "",
@@ -95,9 +100,9 @@ def render_summary(
         + ".",
         "",
         f"Wall time: {train_seconds:.1f} s for {len(metrics)} epochs (training and per-epoch "
-        f"evaluation), {train_seconds / len(metrics):.1f} s per epoch; "
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}.",
+        f"evaluation), {train_seconds / len(metrics):.1f} s per epoch, on {machine['device']} "
+        f"({machine['cpu']}, {machine['threads']} threads, {machine['world_size']} process(es), "
+        f"bf16 autocast {'on' if machine['bf16'] else 'off'}, torch {machine['torch']}).",
     ]
     if config.model == "seed" and config.preset == "seed":
         lines += [

@@ -46,14 +46,19 @@ class ConvAutoencoder(nn.Module):
     `blocks` residual blocks follow every stage in the encoder and precede every stage
     in the decoder. The latent is a 1×1 projection to `latent_channels`, so latent size
     is chosen independently of the widths.
+
+    The defaults are the registry's default model: the seed model's shape and latent
+    (64×4×4) at 3× its widths. On 20,000 training images × 3 epochs (unit preset, cosine
+    lr) it ends 2.5 dB above `seed` for ~8× the FLOPs (2.3× the wall time); 2× the widths
+    gained only 1.0 dB, and GELU or residual blocks cost more time than they returned.
     """
 
     def __init__(
         self,
-        widths: Sequence[int] = (64, 128, 256),
+        widths: Sequence[int] = (48, 96, 192),
         latent_channels: int = 64,
-        blocks: int = 1,
-        activation: str = "gelu",
+        blocks: int = 0,
+        activation: str = "leaky_relu",
         in_channels: int = 3,
     ) -> None:
         super().__init__()

@@ -23,7 +23,9 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {
     "seed": ModelSpec(SeedAutoencoder, "autoencoder", "the study's architecture, exactly"),
-    "conv": ModelSpec(ConvAutoencoder, "autoencoder", "configurable residual conv autoencoder"),
+    "conv": ModelSpec(
+        ConvAutoencoder, "autoencoder", "configurable conv autoencoder; default: seed at 3x width"
+    ),
     "factorized": ModelSpec(
         FactorizedPrior, "codec", "Ballé 2017 codec: GDN transforms, learned factorized prior"
     ),

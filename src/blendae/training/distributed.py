@@ -26,6 +26,11 @@ class DistContext:
         return self.world_size > 1
 
 
+def is_main_process() -> bool:
+    """Rank 0, or the only process; readable before and after the process group exists."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup(device: str) -> DistContext:
     """Join the process group when started by torchrun (gloo on CPU, nccl on CUDA)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,14 +28,10 @@ from blendae.config import RunConfig
 from blendae.data import load_blended, to_pixels
 from blendae.errors import BlendaeError
 from blendae.evaluation.metrics import evaluate
+from blendae.files import atomic_write_text, ensure_dir
 from blendae.models.registry import build_model, get_spec
 from blendae.training import distributed
-from blendae.training.checkpoint import (
-    Checkpoint,
-    atomic_write_text,
-    load_checkpoint,
-    save_checkpoint,
-)
+from blendae.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("blendae")
 
@@ -67,14 +64,21 @@ def compute_loss(
     return F.mse_loss(model(x).float(), x), {}
 
 
-def bf16_autocast_supported(device: torch.device) -> bool:
-    """bf16 autocast pays off on CUDA and on CPUs with native bf16 dot products (AVX512-BF16, AMX).
+def use_bf16(config: RunConfig, kind: str, device: torch.device) -> bool:
+    """Whether training steps run under bf16 autocast.
 
-    Elsewhere bf16 is emulated and slower than float32, so the loop stays in float32.
+    Only mini-batches, and only where bf16 pays off: CUDA, and CPUs with native bf16 dot
+    products (AVX512-BF16, AMX; elsewhere bf16 is emulated and slower than float32).
+    seed-fullbatch stays float32 to replay the study's arithmetic; codec models stay
+    float32 on CPU until their rate term (likelihoods of noisy latents, 8-bit mantissas
+    in bf16) is checked in bf16.
     """
+    if not config.bf16 or config.protocol != "minibatch":
+        return False
     if device.type == "cuda":
         return True
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    cpu_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return cpu_bf16 and kind == "autoencoder"
 
 
 def forward_backward(
@@ -107,9 +111,7 @@ def train_step(
 ) -> tuple[float, dict[str, float]]:
     """One mini-batch optimizer step: the loop's inner step, which benchmarks time as is."""
     optimizer.zero_grad(set_to_none=True)
-    result = forward_backward(
-        model, kind, x, lmbda=lmbda, amp=amp, memory_format=memory_format
-    )
+    result = forward_backward(model, kind, x, lmbda=lmbda, amp=amp, memory_format=memory_format)
     optimizer.step()
     return result
 
@@ -137,17 +139,18 @@ def train(
     resume: bool = False,
     command: str = "",
     progress: bool = True,
-    stop: Callable[[dict[str, Any]], bool] | None = None,
+    stop: Callable[[nn.Module, int], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Train (or resume) the run in `config.out`; returns the per-epoch metrics.
 
-    `stop(record)` is asked after each epoch's evaluation (time-to-quality benchmarks);
-    True ends the run there, with that epoch checkpointed like any other.
+    `stop(model, step)` is asked on rank 0 after every optimizer step (time-to-quality
+    benchmarks); True ends the run at once, without evaluating or saving that epoch.
     """
     # ---- setup -------------------------------------------------------------------------
     config.validate()
     out = Path(config.out)
-    check_out_dir(out, resume)
+    if distributed.is_main_process():  # other ranks would see rank 0's first files
+        check_out_dir(out, resume)
     ctx = distributed.setup(config.device)
     try:
         return _train(
@@ -165,12 +168,9 @@ def _train(
     resume: bool,
     command: str,
     progress: bool,
-    stop: Callable[[dict[str, Any]], bool] | None,
+    stop: Callable[[nn.Module, int], bool] | None,
 ) -> list[dict[str, Any]]:
     device = ctx.device
-    # bf16 autocast for mini-batches where the hardware has it; seed-fullbatch stays float32
-    # so that it replays the study's arithmetic.
-    amp = config.bf16 and config.protocol == "minibatch" and bf16_autocast_supported(device)
     torch.manual_seed(config.seed)
 
     # ---- data --------------------------------------------------------------------------
@@ -182,25 +182,30 @@ def _train(
 
     # ---- model and optimizer -------------------------------------------------------------
     spec = get_spec(config.model)
+    amp = use_bf16(config, spec.kind, device)
     model = build_model(config.model, **config.model_args).to(device, memory_format=memory_format)
-    # fused: one kernel updates every parameter; at batch 32 the per-tensor Adam loop
-    # costs ~10 % of a seed-model step on CPU.
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     metrics: list[dict[str, Any]] = []
     start_epoch = 1
     if resume:
         ckpt = load_checkpoint(out)
         model.load_state_dict(ckpt.model)
         optimizer.load_state_dict(ckpt.optimizer)
-        # Moments are saved contiguous; the fused step pairs elements by memory position, so
-        # lay them out like their (channels-last) parameters again.
-        for param, slots in optimizer.state.items():
-            for key, value in slots.items():
-                if isinstance(value, Tensor) and value.shape == param.shape:
-                    slots[key] = torch.empty_like(param).copy_(value)
         torch.set_rng_state(ckpt.rng["torch"])
         metrics = ckpt.state["metrics"]
         start_epoch = ckpt.state["epoch"] + 1
+        # The run's story: the command that started it, then each one that resumed it.
+        history = [*ckpt.state["commands"], command]
+    else:
+        history = [command]
+    machine = {  # what the epochs' `seconds` were measured on
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "world_size": ctx.world_size,
+        "bf16": amp,
+        "torch": torch.__version__,
+    }
     ddp_model: nn.Module = model
     if ctx.enabled:
         ddp_model = DistributedDataParallel(model)
@@ -219,7 +224,7 @@ def _train(
     total_steps = steps_per_epoch * config.epochs
 
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out)
         atomic_write_text(out / CONFIG, config.to_json())
     distributed.barrier(ctx)
 
@@ -254,12 +259,13 @@ def _train(
                     stat_sums[k] = stat_sums.get(k, 0.0) + v * len(chunk)
             optimizer.step()
             seen = len(shard)
+            stopped = _ask_stop(stop, model, step + 1, ctx)
         else:
             perm = torch.randperm(n_train, generator=epoch_generator(config.seed, epoch))
             per_rank = n_train // ctx.world_size
             perm = perm[ctx.rank * per_rank : (ctx.rank + 1) * per_rank].to(device)
             local_bs = config.batch_size // ctx.world_size
-            loss_sum, seen = 0.0, 0
+            loss_sum, seen, stopped = 0.0, 0, False
             bar = tqdm(
                 range(0, per_rank, local_bs),
                 desc=f"epoch {epoch}/{config.epochs}",
@@ -284,6 +290,11 @@ def _train(
                 seen += len(xb)
                 for k, v in stats.items():
                     stat_sums[k] = stat_sums.get(k, 0.0) + v * len(xb)
+                if _ask_stop(stop, model, step, ctx):
+                    stopped = True
+                    break
+        if stopped:
+            break
         train_loss = distributed.all_sum(loss_sum, ctx) / distributed.all_sum(seen, ctx)
         train_stats = {
             f"train_{k}": distributed.all_sum(v, ctx) / distributed.all_sum(seen, ctx)
@@ -294,7 +305,7 @@ def _train(
         if ctx.is_main:
             model.eval()
             result = evaluate(
-                lambda x: _reconstruct(model, x, amp, memory_format),
+                lambda x: model(x.contiguous(memory_format=memory_format)),  # float32, as evaluate
                 x_test,
                 lambda x: to_pixels(x, config.preset),
                 batch_size=config.eval_batch_size,
@@ -330,19 +341,24 @@ def _train(
                         "epoch": epoch,
                         "config": config.__dict__,
                         "metrics": metrics,
-                        "command": command,
+                        "commands": history,
+                        "machine": machine,
                     },
                 ),
             )
             write_metrics(out, metrics)
-            stopping = stop is not None and stop(record)
-        else:
-            stopping = False
-        if distributed.all_sum(float(stopping), ctx) > 0:  # every rank leaves together
-            break
+        distributed.barrier(ctx)
     return metrics
 
 
-def _reconstruct(model: nn.Module, x: Tensor, amp: bool, memory_format: torch.memory_format) -> Any:
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        return model(x.contiguous(memory_format=memory_format))
+def _ask_stop(
+    stop: Callable[[nn.Module, int], bool] | None,
+    model: nn.Module,
+    step: int,
+    ctx: distributed.DistContext,
+) -> bool:
+    """Rank 0 asks `stop`; every rank gets its answer (a collective only when there is a hook)."""
+    if stop is None:
+        return False
+    verdict = ctx.is_main and stop(model, step)
+    return distributed.all_sum(float(verdict), ctx) > 0

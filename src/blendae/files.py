@@ -1,7 +1,8 @@
-"""Small filesystem helpers shared by the data layer: directories, atomic writes, locks.
+"""Filesystem helpers for every writer in blendae: directories, atomic writes, locks.
 
-Every file the data layer publishes in the cache goes through `atomic_write`, so a reader
-sees either the previous file or the complete new one, never a half-written one.
+Every file blendae publishes (cache files, checkpoints, metrics, figures, codec output)
+goes through `atomic_write`, so a reader sees either the previous file or the complete
+new one, never a half-written one, even when a run is interrupted.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ try:
 except ImportError:  # Windows: no advisory locks; parallel preparation is then unguarded
     fcntl = None  # type: ignore[assignment]
 
-_CACHE_FIX = "choose a writable cache with --cache DIR or BLENDAE_CACHE=DIR"
+_FIX = "check that the folder is writable and the disk has space (the cache: --cache DIR)"
 
 
 def ensure_dir(path: Path) -> Path:
@@ -29,9 +30,7 @@ def ensure_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise BlendaeError(
-            f"cannot create cache directory {path}: {e.strerror}; {_CACHE_FIX}"
-        ) from e
+        raise BlendaeError(f"cannot create directory {path}: {e.strerror}; {_FIX}") from e
     return path
 
 
@@ -43,18 +42,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise BlendaeError(
-            f"cannot write {path}: {e.strerror}; free disk space or {_CACHE_FIX}"
-        ) from e
+        raise BlendaeError(f"cannot write {path}: {e.strerror}; {_FIX}") from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Atomically replace `path` with `text` (UTF-8)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Atomically write `obj` as indented, key-sorted JSON (stable, diff-friendly)."""
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager
@@ -67,7 +68,7 @@ def file_lock(path: Path) -> Iterator[None]:
     try:
         handle = path.open("a")
     except OSError as e:
-        raise BlendaeError(f"cannot create lock file {path}: {e.strerror}; {_CACHE_FIX}") from e
+        raise BlendaeError(f"cannot create lock file {path}: {e.strerror}; {_FIX}") from e
     with handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
