@@ -163,3 +163,15 @@ def test_models_match_the_study() -> None:
         build_model("nope")
     with pytest.raises(BlendaeError, match="unknown activation"):
         build_model("conv", activation="swish2")
+
+
+def test_stop_hook_ends_the_run_at_that_step(tiny_data: SimpleNamespace, tmp_path: Path) -> None:
+    asked: list[int] = []
+
+    def stop(model: torch.nn.Module, step: int) -> bool:
+        asked.append(step)
+        return step == 9  # mid-way through epoch 2 (6 steps of 16 per epoch)
+
+    metrics = loop.train(_config(tmp_path / "run", epochs=5), progress=False, stop=stop)
+    assert asked == list(range(1, 10))
+    assert [m["epoch"] for m in metrics] == [1]  # epoch 2 was cut short, so not recorded

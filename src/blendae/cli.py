@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--out", type=Path, required=True, help="output folder (or file, for one input)"
     )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="run folder of the model that made the files, if it is not a shipped one",
+    )
     return parser
 
 
@@ -264,7 +269,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> None:
     elif args.command == "decompress":
         from blendae.codec.api import decompress_paths
 
-        for path in decompress_paths(args.inputs, args.out):
+        for path in decompress_paths(args.inputs, args.out, model=args.model):
             print(path)
 
 

@@ -1,0 +1,115 @@
+"""The `.bae` file format: a 14-byte header at 32×32, then the ANS-coded latent.
+
+See docs/format.md for the byte layout. Parsing is strict: every malformed input becomes a
+`BlendaeError` that says what is wrong, before any decoding work is done.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from blendae.errors import BlendaeError
+
+MAGIC = b"\xba\xe1"
+VERSION = 1
+MODEL_ID_BYTES = 4
+MAX_SIDE = 65535  # height and width are varints of at most 3 bytes
+CHANNELS = (1, 3)
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a `.bae` file says about its image and the model that coded it."""
+
+    model_id: bytes  # MODEL_ID_BYTES bytes: see `blendae.codec.api.model_id`
+    height: int
+    width: int
+    channels: int  # 1 (gray) or 3 (RGB)
+
+
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, low bits first, high bit = more bytes follow."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
+    value = 0
+    for i in range(3):
+        if pos + i >= len(data):
+            raise BlendaeError(f"truncated .bae file: it ends inside the {what} field")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if i > 0 and byte == 0:
+                raise BlendaeError(f"corrupt .bae header: non-canonical {what} field")
+            return value, pos + i + 1
+    raise BlendaeError(f"corrupt .bae header: {what} field longer than 3 bytes")
+
+
+def pack(header: Header, words: np.ndarray) -> bytes:
+    """Header + ANS words (uint32) → file bytes; the CRC-32 covers every other byte."""
+    assert len(header.model_id) == MODEL_ID_BYTES and header.channels in CHANNELS
+    assert 1 <= header.height <= MAX_SIDE and 1 <= header.width <= MAX_SIDE
+    payload = words.astype("<u4").tobytes()
+    # The last word is often small: drop up to 3 high (trailing) zero bytes; the length
+    # mod 4 tells the reader how many to put back.
+    strip = 0
+    while strip < 3 and len(payload) - strip > 0 and payload[len(payload) - 1 - strip] == 0:
+        strip += 1
+    payload = payload[: len(payload) - strip]
+    head = (
+        MAGIC
+        + bytes([VERSION])
+        + header.model_id
+        + bytes([header.channels])
+        + _varint(header.height)
+        + _varint(header.width)
+    )
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return head + crc.to_bytes(4, "little") + payload
+
+
+def unpack(data: bytes) -> tuple[Header, np.ndarray]:
+    """File bytes → (header, ANS words as uint32); raises `BlendaeError` on any defect."""
+    if len(data) < len(MAGIC) + 1:
+        raise BlendaeError(f"not a .bae file: only {len(data)} bytes")
+    if data[: len(MAGIC)] != MAGIC:
+        raise BlendaeError(
+            f"not a .bae file: starts with {data[:2].hex()} instead of {MAGIC.hex()}"
+        )
+    version = data[len(MAGIC)]
+    if version != VERSION:
+        raise BlendaeError(
+            f".bae format version {version} is not supported: this blendae reads version "
+            f"{VERSION}; decode it with the blendae release that wrote it"
+        )
+    pos = len(MAGIC) + 1
+    if len(data) < pos + MODEL_ID_BYTES + 1:
+        raise BlendaeError("truncated .bae file: it ends inside the header")
+    model_id = data[pos : pos + MODEL_ID_BYTES]
+    channels = data[pos + MODEL_ID_BYTES]
+    pos += MODEL_ID_BYTES + 1
+    height, pos = _read_varint(data, pos, "height")
+    width, pos = _read_varint(data, pos, "width")
+    if len(data) < pos + 4:
+        raise BlendaeError("truncated .bae file: it ends inside the checksum")
+    stored_crc = int.from_bytes(data[pos : pos + 4], "little")
+    payload = data[pos + 4 :]
+    if zlib.crc32(payload, zlib.crc32(data[:pos])) != stored_crc:
+        raise BlendaeError("corrupt or truncated .bae file: checksum mismatch")
+    # A valid checksum over invalid fields means a writer bug or deliberate forgery.
+    if channels not in CHANNELS:
+        raise BlendaeError(f"corrupt .bae header: {channels} channels (expected 1 or 3)")
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise BlendaeError(f"corrupt .bae header: image size {height}x{width}")
+    padded = payload + b"\x00" * (-len(payload) % 4)
+    words = np.frombuffer(padded, dtype="<u4").astype(np.uint32)
+    return Header(model_id, height, width, channels), words

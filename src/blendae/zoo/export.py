@@ -1,0 +1,68 @@
+"""Export a finished `--codec` run into the shipped zoo: `python -m blendae.zoo.export RUN NAME`.
+
+Weights are stored as float16 (half the size; the integer tables stay int32) and loaded back
+as float32; the model id is computed from that loaded model, so it matches what users get.
+The JSON records the run's config, final metrics, the training command and the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from blendae.codec import api
+from blendae.data import load_blended
+from blendae.zoo import _folder
+
+
+def export(run: Path, name: str, command: str, dest: Path | None = None) -> dict:
+    """Copy run `run` into the zoo folder as `name`; returns the JSON metadata written."""
+    dest = dest or _folder()
+    config = json.loads((run / "config.json").read_text())
+    state = load_file(str(run / "model.safetensors"))
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    weights = dest / f"{name}.safetensors"
+    save_file(half, str(weights))
+    codec = api.build_codec(name, config["model"], config["model_args"], weights)
+    # The blend's manifest (from the cache) names the exact source files and preset.
+    manifest = load_blended(
+        config["preset"], mirror=config["mirror"], cache=config["cache"], progress=False
+    ).manifest
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    meta = {
+        "name": name,
+        "id": codec.model_id.hex(),
+        "model": config["model"],
+        "model_args": config["model_args"],
+        "lmbda": config["lmbda"],
+        "command": command,
+        "data": {
+            "train": "blended CIFAR-10/MNIST train split, 50,000 images "
+            f"(limit_train={config['limit_train']})",
+            **{k: manifest.get(k) for k in ("preset", "key", "pairing", "sources_sha256")},
+        },
+        "training": {k: config[k] for k in ("epochs", "batch_size", "lr", "lr_schedule", "seed")},
+        "final_metrics": metrics[-1],
+        "train_seconds": round(sum(m["seconds"] for m in metrics), 1),
+        "torch": torch.__version__,
+    }
+    (dest / f"{name}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path, help="run folder (config.json, model.safetensors)")
+    parser.add_argument("name", help="zoo name, e.g. q1")
+    parser.add_argument("--command", required=True, help="the command that trained the run")
+    args = parser.parse_args()
+    meta = export(args.run, args.name, args.command)
+    print(f"{args.name}: id {meta['id']}, λ={meta['lmbda']}, {meta['train_seconds']} s")
+
+
+if __name__ == "__main__":
+    main()

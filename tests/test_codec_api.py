@@ -1,0 +1,140 @@
+"""compress/decompress: exact round trips, any size, gray and RGB, files and folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tests.test_codec_stream import make_run
+
+from blendae import zoo
+from blendae.codec import api
+from blendae.errors import BlendaeError
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return make_run(tmp_path_factory.mktemp("codec") / "run")
+
+
+def smooth_images(n: int, h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:
+    """Blurry random images: closer to photos than white noise, so rates stay realistic."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (n, c, max(h // 4, 1), max(w // 4, 1))).astype(np.float32)
+    big = torch.nn.functional.interpolate(torch.from_numpy(small), size=(h, w), mode="bilinear")
+    return big.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def reference(codec: api.Codec, images: np.ndarray) -> np.ndarray:
+    """The model's own dequantize-mode reconstruction, clamped and rounded to uint8."""
+    x = api._to_input(list(images), codec.model.stride)  # same layout as the codec's path
+    with torch.inference_mode():
+        x_hat = codec.model(x)["x_hat"]
+    return api.to_uint8(x_hat, 3)
+
+
+@pytest.mark.parametrize("model", [None, *sorted(zoo.entries())[:1]])
+def test_round_trip_equals_the_model_and_repeats(run: str, model: str | None) -> None:
+    name = run if model is None else model
+    codec = api.load_codec(name)
+    images = smooth_images(8, 32, 32)
+    files = api.compress_batch(list(images), name)
+    assert files == api.compress_batch(list(images), name)  # byte-identical, run after run
+    decoded = np.stack(api.decompress_batch(files, name))
+    assert np.array_equal(decoded, np.stack(api.decompress_batch(files, name)))
+    assert np.array_equal(decoded, reference(codec, images))
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (5, 37), (33, 32), (17, 4)])
+def test_any_size_gray_and_rgb(run: str, h: int, w: int) -> None:
+    rgb = smooth_images(1, h, w)[0]
+    out = api.decompress(api.compress(rgb, run), run)
+    assert out.shape == (h, w, 3) and out.dtype == np.uint8
+    gray = rgb[:, :, 0]
+    for image in (gray, gray[:, :, None]):
+        out = api.decompress(api.compress(image, run), run)
+        assert out.shape == (h, w)
+
+
+def test_bad_images(run: str) -> None:
+    with pytest.raises(BlendaeError, match="uint8"):
+        api.compress(np.zeros((4, 4, 3), np.float32), run)
+    with pytest.raises(BlendaeError, match="H×W×3"):
+        api.compress(np.zeros((4, 4, 4), np.uint8), run)
+    with pytest.raises(BlendaeError, match="size 0x4"):
+        api.compress(np.zeros((0, 4), np.uint8), run)
+    with pytest.raises(BlendaeError, match="size 3000x3000"):
+        api.compress(np.zeros((3000, 3000), np.uint8), run)
+
+
+def test_unknown_model() -> None:
+    with pytest.raises(BlendaeError, match="unknown codec model 'nope'"):
+        api.compress(np.zeros((4, 4), np.uint8), "nope")
+
+
+def test_paths(run: str, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    images = smooth_images(3, 20, 24)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(src / f"im{i}.png")
+    Image.fromarray(images[0][:, :, 0]).save(src / "gray.png")
+    baes = api.compress_paths([src], tmp_path / "bae", model=run)
+    assert [p.name for p in baes] == ["gray.bae", "im0.bae", "im1.bae", "im2.bae"]
+    pngs = api.decompress_paths([tmp_path / "bae"], tmp_path / "out", model=run)
+    assert [p.name for p in pngs] == ["gray.png", "im0.png", "im1.png", "im2.png"]
+    assert np.asarray(Image.open(pngs[0])).shape == (20, 24)
+    assert np.asarray(Image.open(pngs[1])).shape == (20, 24, 3)
+    one = api.compress_paths([src / "im1.png"], tmp_path / "one.bae", model=run)
+    assert one == [tmp_path / "one.bae"]
+    back = api.decompress_paths(one, tmp_path / "one.png", model=run)
+    assert np.array_equal(np.asarray(Image.open(back[0])), np.asarray(Image.open(pngs[2])))
+    with pytest.raises(BlendaeError, match="does not exist"):
+        api.compress_paths([tmp_path / "missing.png"], tmp_path / "x", model=run)
+    (src / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(BlendaeError, match=r"broken\.png"):
+        api.compress_paths([src], tmp_path / "x", model=run)
+    (tmp_path / "bae" / "junk.bae").write_bytes(b"junk")
+    with pytest.raises(BlendaeError, match=r"junk\.bae: not a \.bae file"):
+        api.decompress_paths([tmp_path / "bae"], tmp_path / "y", model=run)
+
+
+def test_shipped_models_load_and_are_distinct() -> None:
+    entries = zoo.entries()
+    assert zoo.DEFAULT in entries
+    ids = {api.load_codec(name).model_id.hex() for name in entries}
+    assert ids == {meta["id"] for meta in entries.values()} and len(ids) == len(entries)
+    size = sum(p.stat().st_size for p in Path(zoo.__file__).parent.iterdir() if p.is_file())
+    assert size < 10 * 2**20
+
+
+@pytest.mark.mirror
+def test_default_model_on_blended_test_images() -> None:
+    from blendae.data import load_blended, to_pixels
+
+    splits = load_blended("unit", mirror=os.environ["BLENDAE_MIRROR"], progress=False)
+    pixels = to_pixels(splits.test[:200], "unit").round().clamp(0, 255).byte()
+    images = pixels.permute(0, 2, 3, 1).numpy()
+    files = api.compress_batch(list(images))
+    decoded = np.stack(api.decompress_batch(files))
+    bpp = np.mean([len(f) * 8 / (32 * 32) for f in files])
+    psnr = 10 * np.log10(255**2 / np.mean((decoded.astype(float) - images) ** 2))
+    assert 0.5 < bpp < 3 and psnr > 28, (bpp, psnr)
+
+
+def test_a_run_saved_before_update_is_refused(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from blendae.models.factorized import FactorizedPrior
+
+    (tmp_path / "config.json").write_text('{"model": "factorized", "model_args": {"N": 8, "M": 4}}')
+    save_file(FactorizedPrior(N=8, M=4).state_dict(), tmp_path / "model.safetensors")
+    with pytest.raises(BlendaeError, match=r"no coding tables \(saved before update\(\)\)"):
+        api.load_codec(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model": "conv"}')
+    with pytest.raises(BlendaeError, match="is not a codec"):
+        api.load_codec(str(tmp_path))
