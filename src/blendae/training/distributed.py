@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from blendae.errors import BlendaeError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TIMEOUT = timedelta(minutes=10)  # a collective that waits longer means a rank died or hung
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,13 @@ def setup(device: str) -> DistContext:
         dev = torch.device("cpu")
         # Each rank gets its share of the cores instead of all ranks fighting over all of them.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+        if os.environ.get("MASTER_ADDR", "127.0.0.1") in LOOPBACK:
+            # All ranks on this machine: keep gloo on the loopback interface. Its own pick
+            # can be an interface that refuses local connections (seen in sandboxes), and
+            # then the rendezvous hangs instead of failing.
+            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo" if sys.platform == "linux" else "lo0")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=TIMEOUT)
     return DistContext(rank, world_size, dev)
 
 
