@@ -215,7 +215,7 @@ def test_unknown_dataset_lists_valid_names(tmp_path: Path) -> None:
 def test_unwritable_cache(tmp_path: Path, tiny_mirror: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache directory should be")
-    with pytest.raises(BlendaeError, match=r"cannot create cache directory .*--cache DIR"):
+    with pytest.raises(BlendaeError, match=r"cannot create directory .*--cache DIR"):
         fetch("mnist", mirror=str(tiny_mirror), cache=blocker, progress=False)
 
 
