@@ -10,6 +10,7 @@ Two protocols share everything but the inner step:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import platform
@@ -128,8 +129,7 @@ def check_out_dir(out: Path, resume: bool) -> None:
 
 
 def write_metrics(out: Path, metrics: list[dict[str, Any]]) -> None:
-    import json
-
+    """Rewrite metrics.jsonl from the run's history, so it always matches the checkpoint."""
     atomic_write_text(out / METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
 
 
