@@ -28,6 +28,7 @@ from blendae import zoo
 from blendae.codec import stream
 from blendae.codec.entropy import EntropyBottleneck
 from blendae.errors import BlendaeError
+from blendae.files import atomic_write
 from blendae.models.registry import build_model, get_spec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -305,9 +306,10 @@ def compress_paths(inputs: list[Path], out: Path, *, model: str | None = None) -
     """Image files or folders → `.bae` files in folder `out` (or file `out`, for one input)."""
     files = _expand(inputs, IMAGE_SUFFIXES, "images")
     targets = _targets(files, out, ".bae")
-    for target, data in zip(targets, compress_batch([_read_image(f) for f in files], model),
-                            strict=True):
-        target.write_bytes(data)
+    for target, data in zip(
+        targets, compress_batch([_read_image(f) for f in files], model), strict=True
+    ):
+        atomic_write(target, lambda tmp, data=data: tmp.write_bytes(data))
     return targets
 
 
@@ -325,5 +327,5 @@ def decompress_paths(inputs: list[Path], out: Path, *, model: str | None = None)
     targets = _targets(files, out, ".png")
     images = decompress_batch(datas, model)
     for target, image in zip(targets, images, strict=True):
-        Image.fromarray(image).save(target, format="PNG")
+        atomic_write(target, lambda tmp, im=image: Image.fromarray(im).save(tmp, format="PNG"))
     return targets

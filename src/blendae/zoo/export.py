@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from blendae.codec import api
 from blendae.data import load_blended
+from blendae.files import atomic_write, write_json
 from blendae.zoo import _folder
 
 
@@ -26,7 +27,7 @@ def export(run: Path, name: str, command: str, dest: Path | None = None) -> dict
     state = load_file(str(run / "model.safetensors"))
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     weights = dest / f"{name}.safetensors"
-    save_file(half, str(weights))
+    atomic_write(weights, lambda tmp: save_file(half, str(tmp)))
     codec = api.build_codec(name, config["model"], config["model_args"], weights)
     # The blend's manifest (from the cache) names the exact source files and preset.
     manifest = load_blended(
@@ -50,7 +51,7 @@ def export(run: Path, name: str, command: str, dest: Path | None = None) -> dict
         "train_seconds": round(sum(m["seconds"] for m in metrics), 1),
         "torch": torch.__version__,
     }
-    (dest / f"{name}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_json(dest / f"{name}.json", meta)
     return meta
 
 
