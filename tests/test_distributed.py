@@ -39,8 +39,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _rank_main(rank: int, world_size: int, port: int, configs: list[RunConfig]) -> None:
-    """One rank: the environment torchrun would set, synthetic data, then `train` per config."""
+def _rank_main(rank: int, world_size: int, port: int, config: RunConfig) -> None:
+    """One rank: the environment torchrun would set, synthetic data, then `train`."""
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
@@ -50,8 +50,7 @@ def _rank_main(rank: int, world_size: int, port: int, configs: list[RunConfig]) 
     )
     splits = _synthetic_splits()
     loop.load_blended = lambda *a, **k: splits  # type: ignore[assignment]  # this process only
-    for config in configs:
-        loop.train(config, progress=False)
+    loop.train(config, progress=False)
 
 
 def _metrics(out: Path) -> list[dict]:
@@ -66,13 +65,20 @@ def _config(out: Path, protocol: str) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def two_rank_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Both protocols trained by one pair of spawned ranks (process start-up is the cost)."""
+    """Each protocol trained by its own pair of spawned ranks, as torchrun starts one run.
+
+    (One process group per process lifetime: re-creating a group on the same port within a
+    process races the other rank's teardown.)"""
     root = tmp_path_factory.mktemp("ddp")
     outs = {p: root / p for p in ("seed-fullbatch", "minibatch")}
-    configs = [_config(out, protocol) for protocol, out in outs.items()]
-    mp.start_processes(
-        _rank_main, args=(2, _free_port(), configs), nprocs=2, join=True, start_method="spawn"
-    )
+    for protocol, out in outs.items():
+        mp.start_processes(
+            _rank_main,
+            args=(2, _free_port(), _config(out, protocol)),
+            nprocs=2,
+            join=True,
+            start_method="spawn",
+        )
     return outs
 
 

@@ -80,4 +80,5 @@ def barrier(ctx: DistContext) -> None:
 
 def teardown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
+        dist.barrier()  # no rank tears down while another still talks to it
         dist.destroy_process_group()
