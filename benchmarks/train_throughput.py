@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from blendae.config import RunConfig
 from blendae.data import load_blended
 from blendae.models.registry import build_model, get_spec
-from blendae.training.loop import train_step, use_bf16
+from blendae.training.loop import make_optimizer, train_step, use_bf16
 from common import header, interleaved, matmul_gflops, median, train_flops_per_image
 
 # blendae recommends its default batch (32): at 128 or 256 the kernels run faster, but on
@@ -89,7 +89,7 @@ def blendae_runner(x_train: Tensor, batch_size: int) -> Callable[[int], float]:
     kind = get_spec("seed").kind
     amp = use_bf16(config, kind, device)
     model = build_model("seed").to(device, memory_format=memory_format)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)  # as `train`
+    optimizer = make_optimizer(model, config.lr, device)  # as `train`
     perm = torch.randperm(len(x_train))
     pos = 0
 
