@@ -139,8 +139,13 @@ def plot(points: list[Point], path: Path) -> None:
             label = name if pts[0].bpp < xmax else f"{name} ({pts[0].bpp:.1f}+ bpp, off the plot)"
             ax.plot([p.bpp for p in pts], [p.psnr for p in pts], style, label=label)
             for p in pts:
-                ax.annotate(p.setting, (p.bpp, p.psnr), fontsize=7, xytext=(3, -9),
-                            textcoords="offset points")
+                ax.annotate(
+                    p.setting,
+                    (p.bpp, p.psnr),
+                    fontsize=7,
+                    xytext=(3, -9),
+                    textcoords="offset points",
+                )
     ax.set_xlim(0, xmax)
     ax.set_xlabel("bits per pixel (whole files, 32×32 images)")
     ax.set_ylabel("PSNR over the set (dB)")
@@ -178,11 +183,15 @@ def main() -> None:
     points: list[Point] = []
     for name in zoo.entries():
         api.compress(images[0], name)  # load and warm up outside the timing
-        points.append(measure(
-            "blendae", name, images,
-            lambda ims, n=name: api.compress_batch(list(ims), n),
-            lambda fs: api.decompress_batch(fs),
-        ))
+        points.append(
+            measure(
+                "blendae",
+                name,
+                images,
+                lambda ims, n=name: api.compress_batch(list(ims), n),
+                lambda fs: api.decompress_batch(fs),
+            )
+        )
     for q in WEBP_QUALITIES:
         points.append(measure("webp", f"q{q}", images, *pillow("WEBP", q)))
     if not args.quick:
@@ -192,17 +201,23 @@ def main() -> None:
     header = ("codec", "setting", "bpp", "PSNR dB", "enc img/s", "dec img/s")
     print("{:8} {:8} {:>6} {:>8} {:>10} {:>10}".format(*header))
     for p in points:
-        print(f"{p.codec:8} {p.setting:8} {p.bpp:6.3f} {p.psnr:8.2f} "
-              f"{p.encode_per_s:10.0f} {p.decode_per_s:10.0f}")
+        print(
+            f"{p.codec:8} {p.setting:8} {p.bpp:6.3f} {p.psnr:8.2f} "
+            f"{p.encode_per_s:10.0f} {p.decode_per_s:10.0f}"
+        )
 
     ours = [p for p in points if p.codec == "blendae"]
     webp = [p for p in points if p.codec == "webp"]
     used, low = split_low_rate(ours, webp)
-    shared = (max(min(p.bpp for p in used), min(p.bpp for p in webp)),
-              min(max(p.bpp for p in used), max(p.bpp for p in webp)))
-    print(f"shared rate range {shared[0]:.2f}–{shared[1]:.2f} bpp "
-          f"({'includes' if shared[0] <= 1.0 and shared[1] >= 2.0 else 'DOES NOT include'} "
-          f"1.0–2.0); BD over blendae {', '.join(p.setting for p in used)}")
+    shared = (
+        max(min(p.bpp for p in used), min(p.bpp for p in webp)),
+        min(max(p.bpp for p in used), max(p.bpp for p in webp)),
+    )
+    print(
+        f"shared rate range {shared[0]:.2f}–{shared[1]:.2f} bpp "
+        f"({'includes' if shared[0] <= 1.0 and shared[1] >= 2.0 else 'DOES NOT include'} "
+        f"1.0–2.0); BD over blendae {', '.join(p.setting for p in used)}"
+    )
     for p in low:
         print(f"low-rate point below WebP's range: {p.setting} {p.bpp:.3f} bpp {p.psnr:.2f} dB")
     if not args.quick:

@@ -4,4 +4,5 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 ruff check src tests benchmarks
+ruff format --check src tests benchmarks
 python -m pytest -q "$@"

@@ -113,7 +113,8 @@ def test_per_channel_coding_equals_one_lazy_call() -> None:
     words = api._encode(codec, symbols.numpy())
     rows = np.repeat(model.entropy_bottleneck.coder_probabilities(), 16, axis=0)  # (M·4·4, L)
     coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(symbols.numpy().reshape(-1), constriction.stream.model.Categorical(
-        perfect=False), rows)
+    coder.encode_reverse(
+        symbols.numpy().reshape(-1), constriction.stream.model.Categorical(perfect=False), rows
+    )
     assert np.array_equal(words, coder.get_compressed())
     assert np.array_equal(api._decode(codec, words, 4, 4), symbols.numpy())

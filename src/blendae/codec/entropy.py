@@ -137,10 +137,9 @@ class EntropyBottleneck(nn.Module):
         so they are saved and loaded with the weights and never recomputed at decode time.
         """
         grid = torch.arange(-MAX_SUPPORT, MAX_SUPPORT + 1, dtype=torch.float64)
-        cdf_hi = torch.sigmoid(
-            self._logits_cdf(grid.expand(self.channels, 1, -1) + 0.5)
-        ).squeeze(1)  # (C, G): P(y < k + ½)
-        cdf_lo = torch.sigmoid(self._logits_cdf(grid.expand(self.channels, 1, -1) - 0.5)).squeeze(1)
+        points = grid.expand(self.channels, 1, -1)
+        cdf_hi = torch.sigmoid(self._logits_cdf(points + 0.5)).squeeze(1)  # (C, G): P(y < k + ½)
+        cdf_lo = torch.sigmoid(self._logits_cdf(points - 0.5)).squeeze(1)
         # Per channel: the symbols between the TAIL_MASS quantiles.
         lo = (cdf_hi <= TAIL_MASS).sum(dim=1)  # first grid index above the lower tail
         hi = len(grid) - 1 - (cdf_lo >= 1 - TAIL_MASS).sum(dim=1)
