@@ -3,12 +3,12 @@
 (a) the loop most tutorials teach: a per-sample `Dataset`, `DataLoader(batch_size=32,
 shuffle=True)`, the seed model in NCHW float32, Adam; (b) `blendae.training.loop.train_step`,
 the very function `blendae train` calls, with the loop's defaults (channels-last, bf16
-autocast where the CPU has bf16 dot products) and its batch selection (one tensor indexed
-by a shuffled permutation), at batch 32 (the default, which blendae recommends) and at
-256, the kernels' throughput ceiling. A float32 matrix product is timed in every round as
-the machine's practical peak (and a bf16 one, the ceiling of (b)'s bf16 kernels), so
-contention from other processes hits runs and peaks alike. The last line is `ratio R`,
-with R the median over rounds of (b)/(a) at batch 32.
+autocast where the CPU has bf16 dot products, fused Adam) and its batch selection (one
+tensor indexed by a shuffled permutation), at batch 32 (the default, which blendae
+recommends) and at 256, the kernels' throughput ceiling. A float32 matrix product is
+timed in every round as the machine's practical peak (and a bf16 one, the ceiling of
+(b)'s bf16 kernels), so contention from other processes hits runs and peaks alike. The
+last line is `ratio R`, with R the median over rounds of (b)/(a) at batch 32.
 
     python benchmarks/train_throughput.py            # ~3 minutes
     python benchmarks/train_throughput.py --quick    # < 60 s
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from blendae.config import RunConfig
 from blendae.data import load_blended
-from blendae.models.registry import build_model, get_spec
+from blendae.models.registry import DEFAULT_MODEL, build_model, get_spec
 from blendae.training.loop import make_optimizer, train_step, use_bf16
 from common import header, interleaved, matmul_gflops, median, train_flops_per_image
 
@@ -109,6 +109,21 @@ def blendae_runner(x_train: Tensor, batch_size: int) -> Callable[[int], float]:
         return n / (time.perf_counter() - t0)
 
     return run
+
+
+def adam_step_ms(model_name: str, fused: bool, steps: int = 200) -> float:
+    """Milliseconds per Adam step on the model's parameters (random gradients), per-tensor
+    loop (`torch.optim.Adam`'s CPU default) or fused: what `make_optimizer`'s choice saves."""
+    model = build_model(model_name)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused)
+    for _ in range(5):
+        optimizer.step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        optimizer.step()
+    return (time.perf_counter() - t0) / steps * 1e3
 
 
 def timed(run: Callable[[int], float], batch_size: int, seconds: float) -> Callable[[], float]:
@@ -191,6 +206,11 @@ def main() -> None:
         f"ratio (b)/(a) at batch 32 per round: {', '.join(f'{r:.2f}' for r in ratios)}\n"
         f"ratio (b, batch {bs})/(a): median {median(ratios_big):.2f}"
     )
+    for name in ("seed", DEFAULT_MODEL):
+        print(
+            f"Adam step, {name} model: {adam_step_ms(name, fused=False):.2f} ms per-tensor "
+            f"(the tutorial's), {adam_step_ms(name, fused=True):.2f} ms fused (blendae's)"
+        )
     print(f"ratio {median(ratios):.2f}")
 
 
