@@ -20,11 +20,18 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def plot_losses(metrics: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Train and test loss per epoch, as in the study's figure."""
+    """Train and test loss per epoch, as in the study's figure.
+
+    The y axis turns logarithmic when the losses span more than 10×, as mini-batch runs'
+    do: on a linear axis everything after the first few epochs would sit on the floor.
+    """
     epochs = [m["epoch"] for m in metrics]
+    losses = [m[k] for m in metrics for k in ("train_loss", "test_loss")]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [m["train_loss"] for m in metrics], label="train loss")
     ax.plot(epochs, [m["test_loss"] for m in metrics], label="test loss")
+    if min(losses) > 0 and max(losses) > 10 * min(losses):
+        ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE (training space)")
     ax.set_title(title)
