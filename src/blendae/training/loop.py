@@ -86,8 +86,7 @@ def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.o
     """Adam, with torch's fused kernel where it has one (CPU, CUDA).
 
     Same algorithm, one kernel over all parameters instead of a loop of small ops per
-    tensor: about 7× faster for `seed` and 11× for `conv` on 2 CPU cores, some 10 % of a
-    batch-32 training step (`benchmarks/train_throughput.py` prints both).
+    tensor: several times faster on CPU (`benchmarks/train_throughput.py` prints both).
     """
     return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
 
