@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -24,9 +22,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from blendae import zoo
 from blendae.codec import api
 from blendae.data import load_blended, to_pixels
+from blendae.evaluation import plots  # noqa: F401  # selects matplotlib's file-only backend
+from blendae.files import atomic_write
+from common import header
 
 JPEG_QUALITIES = (10, 30, 50, 75, 90)
 WEBP_QUALITIES = (0, 5, 25, 50, 75, 90, 95)
@@ -126,9 +129,6 @@ def split_low_rate(points: list[Point], anchor: list[Point]) -> tuple[list[Point
 
 
 def plot(points: list[Point], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     xmax = 4.5  # the 0.7–2.5 bpp region matters; JPEG (headers dominate at 32×32) is beyond
@@ -154,7 +154,7 @@ def plot(points: list[Point], path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
 
 
 def main() -> None:
@@ -173,12 +173,8 @@ def main() -> None:
     splits = load_blended("unit", mirror=args.mirror, progress=False)
     pixels = to_pixels(splits.test[:limit], "unit").round().clamp(0, 255).to(torch.uint8)
     images = np.ascontiguousarray(pixels.permute(0, 2, 3, 1).numpy())  # (N, 32, 32, 3)
-    print(
-        f"# {len(images)} blended test images 32x32 | {platform.processor() or platform.machine()}"
-        f", {os.cpu_count()} cpus, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-        f", Pillow {Image.__version__}, python {platform.python_version()}",
-        file=sys.stderr,
-    )
+    print(header(f"rate-distortion on {len(images)} blended test images 32x32"), file=sys.stderr)
+    print(f"Pillow {Image.__version__}", file=sys.stderr)
 
     points: list[Point] = []
     for name in zoo.entries():
@@ -198,8 +194,8 @@ def main() -> None:
         for q in JPEG_QUALITIES:
             points.append(measure("jpeg", f"q{q}", images, *pillow("JPEG", q)))
 
-    header = ("codec", "setting", "bpp", "PSNR dB", "enc img/s", "dec img/s")
-    print("{:8} {:8} {:>6} {:>8} {:>10} {:>10}".format(*header))
+    columns = ("codec", "setting", "bpp", "PSNR dB", "enc img/s", "dec img/s")
+    print("{:8} {:8} {:>6} {:>8} {:>10} {:>10}".format(*columns))
     for p in points:
         print(
             f"{p.codec:8} {p.setting:8} {p.bpp:6.3f} {p.psnr:8.2f} "

@@ -126,7 +126,7 @@ def adam_step_ms(model_name: str, fused: bool, steps: int = 200) -> float:
     return (time.perf_counter() - t0) / steps * 1e3
 
 
-def timed(run: Callable[[int], float], batch_size: int, seconds: float) -> Callable[[], float]:
+def timed(run: Callable[[int], float], seconds: float) -> Callable[[], float]:
     """Calibrate a step count that takes about `seconds`, then return a zero-argument run."""
     run(3)  # warm-up: oneDNN picks and caches kernels for these shapes
     steps, t0 = 0, time.perf_counter()
@@ -173,11 +173,11 @@ def main() -> None:
     torch.manual_seed(0)
     bs = args.batch_size
     runs = {
-        "(a) tutorial loop, batch 32": timed(tutorial_runner(x_train), 32, seconds),
+        "(a) tutorial loop, batch 32": timed(tutorial_runner(x_train), seconds),
         f"(b) blendae step, batch {RECOMMENDED_BATCH}": timed(
-            blendae_runner(x_train, RECOMMENDED_BATCH), RECOMMENDED_BATCH, seconds
+            blendae_runner(x_train, RECOMMENDED_BATCH), seconds
         ),
-        f"(b) blendae step, batch {bs}": timed(blendae_runner(x_train, bs), bs, seconds),
+        f"(b) blendae step, batch {bs}": timed(blendae_runner(x_train, bs), seconds),
         "fp32 matmul peak": lambda: matmul_gflops(torch.float32, seconds=min(seconds, 1.0)),
         "bf16 matmul peak": lambda: matmul_gflops(torch.bfloat16, seconds=min(seconds, 1.0)),
     }

@@ -97,11 +97,10 @@ def match_param_layout(optimizer: torch.optim.Optimizer) -> None:
     The fused kernel walks a parameter and its moments as flat memory, so a channels-last
     weight with contiguous moments would pair up the wrong elements.
     """
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            for key, value in optimizer.state.get(p, {}).items():
-                if isinstance(value, Tensor) and value.shape == p.shape:
-                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+    for param, slots in optimizer.state.items():
+        for key, value in slots.items():
+            if isinstance(value, Tensor) and value.shape == param.shape:
+                slots[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def forward_backward(
