@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from blendae.config import RunConfig
@@ -33,20 +33,19 @@ def _synthetic_splits() -> SimpleNamespace:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _rank_main(rank: int, world_size: int, port: int, config: RunConfig) -> None:
-    """One rank: the environment torchrun would set, synthetic data, then `train`."""
+    """One rank: the environment torchrun would set, synthetic data, then `train`.
+
+    As under torchrun, the launcher hosts the rendezvous store and every rank is its client
+    (TORCHELASTIC_USE_AGENT_STORE): no port is picked, freed and re-bound, so no other
+    process can take it in between."""
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
         WORLD_SIZE=str(world_size),
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
+        TORCHELASTIC_USE_AGENT_STORE="True",
     )
     splits = _synthetic_splits()
     loop.load_blended = lambda *a, **k: splits  # type: ignore[assignment]  # this process only
@@ -72,13 +71,15 @@ def two_rank_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ddp")
     outs = {p: root / p for p in ("seed-fullbatch", "minibatch")}
     for protocol, out in outs.items():
+        store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
         mp.start_processes(
             _rank_main,
-            args=(2, _free_port(), _config(out, protocol)),
+            args=(2, store.port, _config(out, protocol)),
             nprocs=2,
             join=True,
             start_method="spawn",
         )
+        del store
     return outs
 
 
@@ -112,8 +113,7 @@ def test_torchrun_cli_end_to_end(tmp_path: Path, real_cache: Path) -> None:
     """`torchrun --nproc-per-node 2 -m blendae train` on 256 real images, one epoch."""
     out = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-port", str(_free_port()),
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
         "-m", "blendae", "train", "--model", "seed", "--preset", "unit", "--epochs", "1",
         "--limit-train", "256", "--limit-test", "64", "--cache", str(real_cache), "--out", str(out),
     ]  # fmt: skip
