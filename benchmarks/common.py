@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 
@@ -109,7 +108,3 @@ def interleaved(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, 
         for name, run in runs.items():
             rates[name].append(run())
     return rates
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)

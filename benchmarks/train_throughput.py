@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from statistics import median
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,7 @@ from blendae.config import RunConfig
 from blendae.data import load_blended
 from blendae.models.registry import DEFAULT_MODEL, build_model, get_spec
 from blendae.training.loop import make_optimizer, train_step, use_bf16
-from common import header, interleaved, matmul_gflops, median, train_flops_per_image
+from common import header, interleaved, matmul_gflops, train_flops_per_image
 
 # blendae recommends its default batch (32): at 128 or 256 the kernels run faster, but on
 # 10,000 images x 3 epochs the seed model ends 3.5-6.8 dB lower in test PSNR (lr scaled

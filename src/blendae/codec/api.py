@@ -28,7 +28,7 @@ from blendae import zoo
 from blendae.codec import stream
 from blendae.codec.entropy import EntropyBottleneck
 from blendae.errors import BlendaeError
-from blendae.files import atomic_write
+from blendae.files import atomic_write, ensure_dir
 from blendae.models.registry import build_model, get_spec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -225,11 +225,17 @@ def decompress_batch(files: Sequence[bytes], model: str | None = None) -> list[n
 
     `model` names the run folder of a non-shipped model; shipped ones are found by id.
     """
-    parsed = [stream.unpack(bytes(data)) for data in files]
+    return _decompress_parsed([stream.unpack(bytes(data)) for data in files], model)
+
+
+def _decompress_parsed(
+    parsed: list[tuple[stream.Header, np.ndarray]], model: str | None
+) -> list[np.ndarray]:
+    """Unpacked `.bae` files (header, ANS words) → uint8 images, as `decompress_batch`."""
     for header, _ in parsed:
         if header.height * header.width > MAX_PIXELS:  # only a forged file gets here
             raise BlendaeError(f"corrupt .bae header: image size {header.height}x{header.width}")
-    out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(files)
+    out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(parsed)
     groups: dict[tuple[bytes, int, int], list[int]] = {}
     for i, (header, _) in enumerate(parsed):
         groups.setdefault((header.model_id, header.height, header.width), []).append(i)
@@ -279,7 +285,7 @@ def _expand(inputs: list[Path], suffixes: tuple[str, ...], what: str) -> list[Pa
 def _targets(files: list[Path], out: Path, suffix: str) -> list[Path]:
     """One input and `out` not a folder: write `out` itself; else `out/STEM.suffix` each."""
     if len(files) == 1 and not out.is_dir() and out.suffix:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out.parent)
         return [out]
     if out.exists() and not out.is_dir():
         raise BlendaeError(f"-o {out} is a file but there are {len(files)} inputs; give a folder")
@@ -287,7 +293,7 @@ def _targets(files: list[Path], out: Path, suffix: str) -> list[Path]:
     clash = {t for t in targets if targets.count(t) > 1}
     if clash:
         raise BlendaeError(f"several inputs would write {sorted(clash)[0]}; rename one of them")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     return targets
 
 
@@ -318,14 +324,14 @@ def decompress_paths(inputs: list[Path], out: Path, *, model: str | None = None)
     from PIL import Image
 
     files = _expand(inputs, (".bae",), ".bae files")
-    datas = [f.read_bytes() for f in files]
-    for path, data in zip(files, datas, strict=True):  # name the bad file before decoding any
+    parsed = []
+    for path in files:  # name the bad file before decoding any
         try:
-            stream.unpack(data)
+            parsed.append(stream.unpack(path.read_bytes()))
         except BlendaeError as exc:
             raise BlendaeError(f"{path}: {exc}") from exc
     targets = _targets(files, out, ".png")
-    images = decompress_batch(datas, model)
+    images = _decompress_parsed(parsed, model)
     for target, image in zip(targets, images, strict=True):
         atomic_write(target, lambda tmp, im=image: Image.fromarray(im).save(tmp, format="PNG"))
     return targets
