@@ -22,10 +22,10 @@ for point in "${POINTS[@]}"; do
     if [[ $# -gt 0 && ! " $* " =~ " $name " ]]; then
         continue
     fi
-    cmd=(blendae train --model factorized --model-args "$MODEL_ARGS" --codec
+    cmd=(blendae train --model factorized --model-args "$MODEL_ARGS"
          --lambda "$lmbda" --preset unit --epochs "$epochs" --batch-size 16 --lr "$lr"
          --lr-schedule cosine --seed 0 --limit-test 1000 --out "runs/zoo-$name")
     "${cmd[@]}"
-    python -m blendae.zoo.export "runs/zoo-$name" "$name" \
+    python scripts/export_zoo.py "runs/zoo-$name" "$name" \
         --command "$(python -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "${cmd[@]}")"
 done

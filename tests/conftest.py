@@ -22,9 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
-from blendae.data import blend
+from blendae import runs
+from blendae.config import RunConfig
+from blendae.data import BlendedSplits
 from blendae.data.formats import Counts
+from blendae.models.factorized import FactorizedPrior
 
 # 24 MNIST train digits (the blend uses the first 20), 4 test; CIFAR batches of 4 records.
 FIXTURE_COUNTS = Counts(mnist_train=24, mnist_test=4, cifar_batch=4)
@@ -207,10 +212,37 @@ def tiny_mirror(tmp_path: Path, tiny_datasets: TinyDatasets) -> Path:
 
 
 @pytest.fixture
-def fixture_counts(monkeypatch: pytest.MonkeyPatch) -> Counts:
-    """Make load_blended expect the tiny fixtures' record counts."""
-    monkeypatch.setattr(blend, "COUNTS", FIXTURE_COUNTS)
+def fixture_counts() -> Counts:
+    """The record counts of the tiny fixtures, for `load_blended(..., counts=...)`."""
     return FIXTURE_COUNTS
+
+
+# ---------------------------------------------------------------- runs and codecs
+
+
+@pytest.fixture
+def tiny_splits() -> BlendedSplits:
+    """96 train / 40 test random images in [0, 1], as the `unit` preset's splits."""
+    g = torch.Generator().manual_seed(123)
+    train = torch.rand(96, 3, 32, 32, generator=g)
+    return BlendedSplits(train, torch.rand(40, 3, 32, 32, generator=g), "unit", {})
+
+
+def make_codec_run(folder: Path, seed: int = 0, preset: str = "unit") -> str:
+    """A run folder holding a tiny, untrained but updated codec (fast to code with)."""
+    torch.manual_seed(seed)
+    model = FactorizedPrior(N=8, M=4)
+    model.update()
+    folder.mkdir(parents=True)
+    save_file(model.state_dict(), folder / runs.WEIGHTS)
+    config = RunConfig(model="factorized", model_args={"N": 8, "M": 4}, preset=preset, lmbda=0.01)
+    runs.save_config(folder, config)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def codec_run(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return make_codec_run(tmp_path_factory.mktemp("codec") / "run")
 
 
 # ---------------------------------------------------------------- a local HTTP mirror

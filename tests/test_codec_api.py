@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tests.test_codec_stream import make_run
 
-from blendae import zoo
-from blendae.codec import api
+from blendae import codec as api
+from blendae.codec import loader, zoo_entries
 from blendae.errors import BlendaeError
+from conftest import make_codec_run
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return make_run(tmp_path_factory.mktemp("codec") / "run")
+def run(codec_run: str) -> str:
+    return codec_run
 
 
 def smooth_images(n: int, h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:
@@ -29,24 +29,18 @@ def smooth_images(n: int, h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarr
     return big.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
-def reference(codec: api.Codec, images: np.ndarray) -> np.ndarray:
-    """The model's own dequantize-mode reconstruction, clamped and rounded to uint8."""
-    x = api._to_input(list(images), codec.model.stride)  # same layout as the codec's path
-    with torch.inference_mode():
-        x_hat = codec.model(x)["x_hat"]
-    return api.to_uint8(x_hat, 3)
-
-
-@pytest.mark.parametrize("model", [None, *sorted(zoo.entries())[:1]])
+@pytest.mark.parametrize("model", [None, *sorted(zoo_entries())[:1]])
 def test_round_trip_equals_the_model_and_repeats(run: str, model: str | None) -> None:
+    """Decoding gives exactly the model's evaluation forward pass (rounded to pixels)."""
+    from blendae.codec.images import reconstruct
+
     name = run if model is None else model
-    codec = api.load_codec(name)
     images = smooth_images(8, 32, 32)
     files = api.compress_batch(list(images), name)
     assert files == api.compress_batch(list(images), name)  # byte-identical, run after run
     decoded = np.stack(api.decompress_batch(files, name))
     assert np.array_equal(decoded, np.stack(api.decompress_batch(files, name)))
-    assert np.array_equal(decoded, reference(codec, images))
+    assert np.array_equal(decoded, reconstruct(list(images), name))
 
 
 @pytest.mark.parametrize(("h", "w"), [(1, 1), (5, 37), (33, 32), (17, 4)])
@@ -65,7 +59,7 @@ def test_bad_images(run: str) -> None:
         api.compress(np.zeros((4, 4, 3), np.float32), run)
     with pytest.raises(BlendaeError, match="H×W×3"):
         api.compress(np.zeros((4, 4, 4), np.uint8), run)
-    with pytest.raises(BlendaeError, match="size 0x4"):
+    with pytest.raises(BlendaeError, match="size 4x0"):
         api.compress(np.zeros((0, 4), np.uint8), run)
     with pytest.raises(BlendaeError, match="size 3000x3000"):
         api.compress(np.zeros((3000, 3000), np.uint8), run)
@@ -104,11 +98,11 @@ def test_paths(run: str, tmp_path: Path) -> None:
 
 
 def test_shipped_models_load_and_are_distinct() -> None:
-    entries = zoo.entries()
-    assert zoo.DEFAULT in entries
+    entries = zoo_entries()
+    assert api.DEFAULT in entries
     ids = {api.load_codec(name).model_id.hex() for name in entries}
     assert ids == {meta["id"] for meta in entries.values()} and len(ids) == len(entries)
-    size = sum(p.stat().st_size for p in Path(zoo.__file__).parent.iterdir() if p.is_file())
+    size = sum(p.stat().st_size for p in loader.zoo_folder().iterdir() if p.is_file())
     assert size < 10 * 2**20
 
 
@@ -129,6 +123,7 @@ def test_default_model_on_blended_test_images() -> None:
 def test_a_run_saved_before_update_is_refused(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
+    from blendae.models.conv import ConvAutoencoder
     from blendae.models.factorized import FactorizedPrior
 
     (tmp_path / "config.json").write_text('{"model": "factorized", "model_args": {"N": 8, "M": 4}}')
@@ -136,5 +131,24 @@ def test_a_run_saved_before_update_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BlendaeError, match=r"no coding tables \(saved before update\(\)\)"):
         api.load_codec(str(tmp_path))
     (tmp_path / "config.json").write_text('{"model": "conv"}')
+    save_file(ConvAutoencoder().state_dict(), tmp_path / "model.safetensors")
     with pytest.raises(BlendaeError, match="is not a codec"):
         api.load_codec(str(tmp_path))
+
+
+def test_a_codec_trained_in_the_seed_space_codes_in_its_space(tmp_path: Path) -> None:
+    """The codec converts pixels into the space the model was trained in, and back."""
+    from blendae.data import from_pixels, to_pixels
+
+    run = make_codec_run(tmp_path / "seed-run", preset="seed")
+    images = smooth_images(4, 32, 32)
+    decoded = np.stack(api.decompress_batch(api.compress_batch(list(images), run), run))
+    model = api.load_codec(run).model
+    x = from_pixels(torch.from_numpy(images).permute(0, 3, 1, 2).float(), "seed")
+    with torch.inference_mode():
+        x_hat = model(x.contiguous(memory_format=torch.channels_last))["x_hat"]
+    expected = to_pixels(x_hat, "seed").clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
+    assert np.abs(decoded.astype(int) - expected).max() <= 1
+    # Read as unit-space inputs, the same model codes the colours wrongly: the space matters.
+    wrong = to_pixels(model(x / 1)["x_hat"], "unit").clamp(0, 255).round().byte()
+    assert not np.array_equal(wrong.permute(0, 2, 3, 1).numpy(), decoded)

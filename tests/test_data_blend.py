@@ -196,7 +196,9 @@ def _prepared(cache: Path) -> list[Path]:
 def test_load_blended_on_fixtures(
     tiny_mirror: Path, tiny_datasets: TinyDatasets, tmp_path: Path, fixture_counts: Counts
 ) -> None:
-    splits = load_blended("seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False)
+    splits = load_blended(
+        "seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False, counts=fixture_counts
+    )
     cifar_train, cifar_test = tiny_datasets.cifar["train"][0], tiny_datasets.cifar["test"][0]
     mnist_train, mnist_test = tiny_datasets.mnist["train"][0], tiny_datasets.mnist["test"][0]
     assert splits.preset == "seed"
@@ -230,11 +232,15 @@ def test_load_blended_on_fixtures(
 def test_load_blended_reuses_the_cache(
     tiny_mirror: Path, tmp_path: Path, fixture_counts: Counts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = load_blended("seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False)
+    first = load_blended(
+        "seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False, counts=fixture_counts
+    )
     (path,) = _prepared(tmp_path)
     before = path.stat()
     monkeypatch.setattr("blendae.data.blend._build", lambda *a: pytest.fail("rebuilt"))
-    again = load_blended("seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False)
+    again = load_blended(
+        "seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False, counts=fixture_counts
+    )
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert torch.equal(first.train, again.train) and torch.equal(first.test, again.test)
@@ -244,10 +250,19 @@ def test_load_blended_reuses_the_cache(
 def test_load_blended_rebuilds_for_another_preset_or_variant(
     tiny_mirror: Path, tmp_path: Path, fixture_counts: Counts
 ) -> None:
-    seed = load_blended("seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False)
-    unit = load_blended("unit", mirror=str(tiny_mirror), cache=tmp_path, progress=False)
+    seed = load_blended(
+        "seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False, counts=fixture_counts
+    )
+    unit = load_blended(
+        "unit", mirror=str(tiny_mirror), cache=tmp_path, progress=False, counts=fixture_counts
+    )
     python = load_blended(
-        "seed", mirror=str(tiny_mirror), cache=tmp_path, cifar_variant="python", progress=False
+        "seed",
+        mirror=str(tiny_mirror),
+        cache=tmp_path,
+        cifar_variant="python",
+        progress=False,
+        counts=fixture_counts,
     )
     keys = {seed.manifest["key"], unit.manifest["key"], python.manifest["key"]}
     assert len(keys) == 3 and len(_prepared(tmp_path)) == 3
@@ -260,10 +275,14 @@ def test_load_blended_rebuilds_when_an_input_changes(
     tmp_path: Path, fixture_counts: Counts
 ) -> None:
     mirror = write_tiny_mirror(tmp_path / "mirror", make_tiny_datasets(seed=0))
-    old = load_blended("unit", mirror=str(mirror), cache=tmp_path, progress=False)
+    old = load_blended(
+        "unit", mirror=str(mirror), cache=tmp_path, progress=False, counts=fixture_counts
+    )
     write_tiny_mirror(mirror, make_tiny_datasets(seed=1))  # new pixels, new SHA256SUMS
     (tmp_path / "raw" / CIFAR_BINARY).unlink()  # the cached copy goes, so it is fetched anew
-    new = load_blended("unit", mirror=str(mirror), cache=tmp_path, progress=False)
+    new = load_blended(
+        "unit", mirror=str(mirror), cache=tmp_path, progress=False, counts=fixture_counts
+    )
     assert new.manifest["key"] != old.manifest["key"]
     assert (
         new.manifest["sources_sha256"][CIFAR_BINARY] != old.manifest["sources_sha256"][CIFAR_BINARY]
@@ -279,7 +298,9 @@ def test_load_blended_rebuilds_a_corrupt_cache(
     caplog: pytest.LogCaptureFixture,
     damage: str,
 ) -> None:
-    good = load_blended("seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False)
+    good = load_blended(
+        "seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False, counts=fixture_counts
+    )
     (path,) = _prepared(tmp_path)
     if damage == "garbage":
         path.write_bytes(b"\x00" * 100)
@@ -294,11 +315,15 @@ def test_load_blended_rebuilds_a_corrupt_cache(
     else:
         path.with_suffix(".json").unlink()
     with caplog.at_level(logging.WARNING, logger="blendae"):
-        again = load_blended("seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False)
+        again = load_blended(
+            "seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False, counts=fixture_counts
+        )
     assert "is unusable" in caplog.text and "rebuilding it" in caplog.text
     assert torch.equal(again.train, good.train) and torch.equal(again.test, good.test)
     caplog.clear()
-    load_blended("seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False)
+    load_blended(
+        "seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False, counts=fixture_counts
+    )
     assert caplog.text == ""  # repaired for good
 
 
@@ -316,7 +341,13 @@ def test_load_blended_with_a_mirror_missing_the_python_archive(
     served = sorted(p.name for p in tiny_mirror.iterdir() if p.name != "SHA256SUMS")
     write_sha256sums(tiny_mirror, [name for name in served if "python" not in name])
     with pytest.raises(BlendaeError, match=r"has no entry for cifar-10-python\.tar\.gz"):
-        load_blended("seed", mirror=str(tiny_mirror), cache=tmp_path, cifar_variant="python")
+        load_blended(
+            "seed",
+            mirror=str(tiny_mirror),
+            cache=tmp_path,
+            cifar_variant="python",
+            counts=fixture_counts,
+        )
 
 
 # ---------------------------------------------------------------- the real mirror

@@ -15,28 +15,26 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from blendae import runs
 from blendae.config import RunConfig
+from blendae.data import BlendedSplits
 from blendae.training import loop
 
 
-def _synthetic_splits() -> SimpleNamespace:
+def _synthetic_splits() -> BlendedSplits:
     """64 train / 32 test images in [0, 1], the same in every process."""
     g = torch.Generator().manual_seed(7)
-    return SimpleNamespace(
-        train=torch.rand(64, 3, 32, 32, generator=g),
-        test=torch.rand(32, 3, 32, 32, generator=g),
-        preset="unit",
-    )
+    train = torch.rand(64, 3, 32, 32, generator=g)
+    return BlendedSplits(train, torch.rand(32, 3, 32, 32, generator=g), "unit", {})
 
 
-def _rank_main(rank: int, world_size: int, port: int, config: RunConfig) -> None:
+def _rank_main(rank: int, world_size: int, port: int, config: RunConfig, out: Path) -> None:
     """One rank: the environment torchrun would set, synthetic data, then `train`.
 
     As under torchrun, the launcher hosts the rendezvous store and every rank is its client
@@ -52,21 +50,18 @@ def _rank_main(rank: int, world_size: int, port: int, config: RunConfig) -> None
     )
     faulthandler.enable(all_threads=True)  # a native crash shows every thread's Python stack
     splits = _synthetic_splits()
-    loop.load_blended = lambda *a, **k: splits  # type: ignore[assignment]  # this process only
-    loop.train(config, progress=False)
+    loop.train(config, out, splits, progress=False)
 
 
 def _metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / loop.METRICS).read_text().splitlines()]
+    return [json.loads(line) for line in (out / runs.METRICS).read_text().splitlines()]
 
 
-def _config(out: Path, protocol: str) -> RunConfig:
-    return RunConfig(
-        out=str(out), model="seed", preset="unit", protocol=protocol, epochs=2, batch_size=16
-    )
+def _config(protocol: str) -> RunConfig:
+    return RunConfig(model="seed", preset="unit", protocol=protocol, epochs=2, batch_size=16)
 
 
-def _launch_two_ranks(config: RunConfig) -> None:
+def _launch_two_ranks(config: RunConfig, out: Path) -> None:
     """Start 2 ranks on `config` and wait for both, hosting their rendezvous store.
 
     A rank killed by a signal gets the pair one more launch, with a warning: CI once saw
@@ -77,7 +72,11 @@ def _launch_two_ranks(config: RunConfig) -> None:
         store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
         try:
             mp.start_processes(
-                _rank_main, args=(2, store.port, config), nprocs=2, join=True, start_method="spawn"
+                _rank_main,
+                args=(2, store.port, config, out),
+                nprocs=2,
+                join=True,
+                start_method="spawn",
             )
             return
         except mp.ProcessExitedException as e:
@@ -86,7 +85,7 @@ def _launch_two_ranks(config: RunConfig) -> None:
             warnings.warn(
                 f"rank {e.error_index} died by {e.signal_name}; launching again", stacklevel=2
             )
-            shutil.rmtree(config.out, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
         finally:
             del store
 
@@ -100,17 +99,16 @@ def two_rank_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ddp")
     outs = {p: root / p for p in ("seed-fullbatch", "minibatch")}
     for protocol, out in outs.items():
-        _launch_two_ranks(_config(out, protocol))
+        _launch_two_ranks(_config(protocol), out)
     return outs
 
 
 def test_fullbatch_two_ranks_equals_one_process(
-    two_rank_runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    two_rank_runs: dict[str, Path], tmp_path: Path
 ) -> None:
     """A full-batch step is the same gradient however the batch is sharded: DDP's averaging
     and the loop's world-size weighting must give the one-process curve."""
-    monkeypatch.setattr(loop, "load_blended", lambda *a, **k: _synthetic_splits())
-    one = loop.train(_config(tmp_path / "one", "seed-fullbatch"), progress=False)
+    one = loop.train(_config("seed-fullbatch"), tmp_path / "one", _synthetic_splits())
     two = _metrics(two_rank_runs["seed-fullbatch"])
     assert [m["epoch"] for m in two] == [1, 2]
     for a, b in zip(one, two, strict=True):
@@ -125,7 +123,7 @@ def test_minibatch_two_ranks_learns_and_rank0_writes(two_rank_runs: dict[str, Pa
     assert all(math.isfinite(m["test_loss"]) for m in metrics)
     assert metrics[-1]["test_loss"] < metrics[0]["test_loss"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["checkpoint.safetensors", "config.json", "metrics.jsonl", "model.safetensors"]
+        [".lock", "checkpoint.safetensors", "config.json", "metrics.jsonl", "model.safetensors"]
     )
 
 
@@ -141,4 +139,4 @@ def test_torchrun_cli_end_to_end(tmp_path: Path, real_cache: Path) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("PSNR") == 1  # one summary line: rank 0 reports, rank 1 is quiet
-    assert len((out / loop.METRICS).read_text().splitlines()) == 1
+    assert len((out / runs.METRICS).read_text().splitlines()) == 1

@@ -1,36 +1,25 @@
-"""Training loop, checkpoints and resume, on small synthetic data (no mirror needed)."""
+"""Training loop, run folders, checkpoints and resume, on small synthetic data."""
 
 from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from blendae import runs
 from blendae.config import RunConfig
+from blendae.data import BlendedSplits
 from blendae.errors import BlendaeError
 from blendae.training import loop
-from blendae.training.checkpoint import CHECKPOINT, load_checkpoint
 
 
-@pytest.fixture
-def tiny_data(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """Replace the real datasets with 96 train / 40 test random images in [0, 1]."""
-    g = torch.Generator().manual_seed(123)
-    splits = SimpleNamespace(
-        train=torch.rand(96, 3, 32, 32, generator=g),
-        test=torch.rand(40, 3, 32, 32, generator=g),
-        preset="unit",
-    )
-    monkeypatch.setattr(loop, "load_blended", lambda *a, **k: splits)
-    return splits
-
-
-def _config(out: Path, **kw: object) -> RunConfig:
-    base = dict(out=str(out), model="seed", preset="unit", epochs=3, batch_size=16)
+def _config(**kw: object) -> RunConfig:
+    base: dict[str, object] = dict(model="seed", preset="unit", epochs=3, batch_size=16)
     base.update(kw)
     return RunConfig(**base)  # type: ignore[arg-type]
 
@@ -39,84 +28,187 @@ def _strip_time(metrics: list[dict]) -> list[dict]:
     return [{k: v for k, v in m.items() if k != "seconds"} for m in metrics]
 
 
-def test_metrics_and_outputs(tiny_data: SimpleNamespace, tmp_path: Path) -> None:
+def test_metrics_and_outputs(tiny_splits: BlendedSplits, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    metrics = loop.train(_config(out), progress=False)
+    metrics = loop.train(_config(), out, tiny_splits, progress=False)
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     for m in metrics:
         assert set(m) >= {"epoch", "train_loss", "test_loss", "test_psnr", "test_ssim", "seconds"}
         assert all(math.isfinite(m[k]) for k in ("train_loss", "test_loss", "test_psnr"))
-    lines = (out / "metrics.jsonl").read_text().splitlines()
+    lines = (out / runs.METRICS).read_text().splitlines()
     assert [json.loads(line) for line in lines] == metrics
-    assert RunConfig.load(out / "config.json") == _config(out)
-    assert (out / CHECKPOINT).is_file() and (out / "model.safetensors").is_file()
+    assert runs.load_config(out) == _config()
+    assert runs.has_checkpoint(out) and (out / runs.WEIGHTS).is_file()
     # Learning happens: the last test loss is below the first.
     assert metrics[-1]["test_loss"] < metrics[0]["test_loss"]
 
 
 @pytest.mark.parametrize("protocol", ["minibatch", "seed-fullbatch"])
 def test_resume_equals_uninterrupted(
-    tiny_data: SimpleNamespace, tmp_path: Path, protocol: str
+    tiny_splits: BlendedSplits, tmp_path: Path, protocol: str
 ) -> None:
-    full = loop.train(_config(tmp_path / "full", protocol=protocol, epochs=4), progress=False)
+    full = loop.train(_config(protocol=protocol, epochs=4), tmp_path / "full", tiny_splits)
     # "Interrupt" after 2 epochs, then resume to 4 in the same folder.
-    loop.train(_config(tmp_path / "cut", protocol=protocol, epochs=2), progress=False)
+    loop.train(_config(protocol=protocol, epochs=2), tmp_path / "cut", tiny_splits)
     resumed = loop.train(
-        _config(tmp_path / "cut", protocol=protocol, epochs=4), resume=True, progress=False
+        _config(protocol=protocol, epochs=4), tmp_path / "cut", tiny_splits, resume=True
     )
     assert _strip_time(resumed) == _strip_time(full)
-    a = load_checkpoint(tmp_path / "full").model
-    b = load_checkpoint(tmp_path / "cut").model
+    a = runs.load_checkpoint(tmp_path / "full").model
+    b = runs.load_checkpoint(tmp_path / "cut").model
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_fullbatch_is_one_step_on_the_full_mean(tiny_data: SimpleNamespace, tmp_path: Path) -> None:
+def test_a_copied_run_resumes_in_its_own_folder(tiny_splits: BlendedSplits, tmp_path: Path) -> None:
+    loop.train(_config(epochs=1), tmp_path / "A", tiny_splits)
+    shutil.copytree(tmp_path / "A", tmp_path / "B")
+    before = (tmp_path / "A" / runs.CHECKPOINT).read_bytes()
+    shutil.rmtree(tmp_path / "A")  # moved, not copied: nothing may point back at A
+    metrics = loop.train(_config(epochs=2), tmp_path / "B", tiny_splits, resume=True)
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert not (tmp_path / "A").exists()
+    assert (tmp_path / "B" / runs.CHECKPOINT).read_bytes() != before
+
+
+def test_the_resume_rule_holds_from_python(tiny_splits: BlendedSplits, tmp_path: Path) -> None:
+    loop.train(_config(epochs=1), tmp_path / "run", tiny_splits)
+    with pytest.raises(BlendaeError, match="--lr"):
+        loop.train(_config(epochs=2, lr=0.01), tmp_path / "run", tiny_splits, resume=True)
+
+
+def test_a_finished_run_says_so(
+    tiny_splits: BlendedSplits, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = loop.train(_config(epochs=1), tmp_path / "run", tiny_splits)
+    with caplog.at_level("INFO", logger="blendae"):
+        again = loop.train(_config(epochs=1), tmp_path / "run", tiny_splits, resume=True)
+    assert again == first and "is finished (1 of 1 epochs)" in caplog.text
+    assert "--epochs" in caplog.text
+    with caplog.at_level("INFO", logger="blendae"):
+        loop.train(_config(epochs=2), tmp_path / "run", tiny_splits, resume=True)
+    assert "resuming" in caplog.text and "at epoch 2 of 2" in caplog.text
+
+
+def test_fullbatch_is_one_step_on_the_full_mean(tiny_splits: BlendedSplits, tmp_path: Path) -> None:
     """One seed-fullbatch epoch equals one Adam step on the whole-set MSE, computed directly."""
     from blendae.models.seed import SeedAutoencoder
 
-    monkey_chunk = loop.FULLBATCH_CHUNK
-    loop.FULLBATCH_CHUNK = 25  # force several chunks over the 96 images
-    try:
-        cfg = _config(tmp_path / "fb", protocol="seed-fullbatch", epochs=1, channels_last=False)
-        metrics = loop.train(cfg, progress=False)
-    finally:
-        loop.FULLBATCH_CHUNK = monkey_chunk
+    # fullbatch_chunk 25 forces several chunks over the 96 images.
+    cfg = _config(protocol="seed-fullbatch", epochs=1, channels_last=False, fullbatch_chunk=25)
+    metrics = loop.train(cfg, tmp_path / "fb", tiny_splits, progress=False)
     torch.manual_seed(cfg.seed)
     model = SeedAutoencoder()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    loss = torch.nn.functional.mse_loss(model(tiny_data.train), tiny_data.train)
+    loss = torch.nn.functional.mse_loss(model(tiny_splits.train)["x_hat"], tiny_splits.train)
     loss.backward()
     opt.step()
     assert metrics[0]["train_loss"] == pytest.approx(loss.item(), rel=1e-6)
-    trained = load_checkpoint(tmp_path / "fb").model
+    trained = runs.load_checkpoint(tmp_path / "fb").model
     for name, p in model.state_dict().items():
         torch.testing.assert_close(trained[name], p, rtol=1e-5, atol=1e-6)
 
 
 def test_non_empty_out_without_resume_is_refused(
-    tiny_data: SimpleNamespace, tmp_path: Path
+    tiny_splits: BlendedSplits, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
     with pytest.raises(BlendaeError, match="not empty"):
-        loop.train(_config(out), progress=False)
+        loop.train(_config(), out, tiny_splits)
     assert (out / "keep.txt").read_text() == "precious"
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
 
-def test_resume_without_checkpoint(tiny_data: SimpleNamespace, tmp_path: Path) -> None:
-    with pytest.raises(BlendaeError, match="no checkpoint"):
-        loop.train(_config(tmp_path / "none"), resume=True, progress=False)
-
-
-def test_damaged_checkpoint(tiny_data: SimpleNamespace, tmp_path: Path) -> None:
+def test_a_run_stopped_before_its_first_checkpoint_restarts(
+    tiny_splits: BlendedSplits, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    loop.train(_config(out, epochs=1), progress=False)
-    data = (out / CHECKPOINT).read_bytes()
-    (out / CHECKPOINT).write_bytes(data[: len(data) // 2])
+    out.mkdir()
+    runs.save_config(out, _config(epochs=1))  # what Ctrl-C in epoch 1 leaves behind
+    (out / runs.LOCK).write_text("12345\n")
+    assert [m["epoch"] for m in loop.train(_config(epochs=1), out, tiny_splits)] == [1]
+    shutil.rmtree(out)
+    out.mkdir()
+    runs.save_config(out, _config(epochs=1))
+    assert [m["epoch"] for m in loop.train(_config(epochs=1), out, tiny_splits, resume=True)] == [1]
+
+
+def _hold_lock(
+    folder: str, ready: multiprocessing.synchronize.Event, done: multiprocessing.synchronize.Event
+) -> None:
+    with runs.lock(Path(folder)):
+        ready.set()
+        done.wait(30)
+
+
+def test_one_writer_per_run_folder(tiny_splits: BlendedSplits, tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    ready, done = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path / "run"), ready, done))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(BlendaeError, match=rf"is in use by process {holder.pid}"):
+            loop.train(_config(epochs=1), tmp_path / "run", tiny_splits)
+    finally:
+        done.set()
+        holder.join(30)
+    holder_killed = ctx.Process(target=_hold_lock, args=(str(tmp_path / "run"), ready, done))
+    ready.clear()
+    done.clear()
+    holder_killed.start()
+    assert ready.wait(30)
+    holder_killed.kill()  # kill -9: the lock dies with its process
+    holder_killed.join(30)
+    assert [m["epoch"] for m in loop.train(_config(epochs=1), tmp_path / "run", tiny_splits)] == [1]
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_checkpoint(
+    tiny_splits: BlendedSplits, tmp_path: Path
+) -> None:
+    loop.train(_config(epochs=1), tmp_path / "run", tiny_splits)
+    good = (tmp_path / "run" / runs.CHECKPOINT).read_bytes()
+    poisoned = BlendedSplits(
+        tiny_splits.train.clone().fill_(float("nan")), tiny_splits.test, "unit", {}
+    )
+    with pytest.raises(BlendaeError, match=r"diverged: loss nan at epoch 2, step 7.*epoch 1"):
+        loop.train(_config(epochs=2), tmp_path / "run", poisoned, resume=True)
+    assert (tmp_path / "run" / runs.CHECKPOINT).read_bytes() == good
+
+
+def test_models_that_cannot_take_the_data_are_refused_before_writing(
+    tiny_splits: BlendedSplits, tmp_path: Path
+) -> None:
+    with pytest.raises(BlendaeError, match=r"cannot take \(3, 32, 32\) images"):
+        loop.train(
+            _config(model="conv", model_args={"in_channels": 1}), tmp_path / "a", tiny_splits
+        )
+    assert not (tmp_path / "a" / runs.CONFIG).exists()
+    with pytest.raises(BlendaeError, match="is a codec: give --lambda"):
+        loop.train(_config(model="factorized"), tmp_path / "b", tiny_splits)
+    with pytest.raises(BlendaeError, match="--lambda weighs a rate"):
+        loop.train(_config(lmbda=0.01), tmp_path / "c", tiny_splits)
+
+
+def test_damaged_checkpoint(tiny_splits: BlendedSplits, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    loop.train(_config(epochs=1), out, tiny_splits)
+    data = (out / runs.CHECKPOINT).read_bytes()
+    (out / runs.CHECKPOINT).write_bytes(data[: len(data) // 2])
     with pytest.raises(BlendaeError, match="damaged"):
-        load_checkpoint(out)
+        runs.load_checkpoint(out)
+
+
+def test_old_config_files_migrate(tmp_path: Path) -> None:
+    (tmp_path / runs.CONFIG).write_text(
+        json.dumps({"out": "/elsewhere/run", "model": "seed", "codec": False, "lmbda": 0.01})
+    )
+    config = runs.load_config(tmp_path)
+    assert config.model == "seed" and config.lmbda is None
+    (tmp_path / runs.CONFIG).write_text(json.dumps({"model": "seed", "model_args": [1]}))
+    with pytest.raises(BlendaeError, match="model_args must be a JSON object"):
+        runs.load_config(tmp_path)
 
 
 def test_cosine_schedule_decays_to_one_percent() -> None:
@@ -130,8 +222,10 @@ def test_cosine_schedule_decays_to_one_percent() -> None:
     ("field", "value", "match"),
     [
         ("protocol", "fullbatch", "unknown protocol"),
-        ("epochs", 0, "--epochs must be >= 1"),
-        ("lr", -1.0, "--lr must be > 0"),
+        ("epochs", 0, "--epochs must be a whole number from 1"),
+        ("lr", -1.0, "--lr must be a finite number > 0"),
+        ("lr", float("inf"), "--lr must be a finite number > 0"),
+        ("seed", 10**30, "--seed must be a whole number"),
         ("device", "tpu", "unknown device"),
     ],
 )
@@ -141,7 +235,7 @@ def test_config_validation(field: str, value: object, match: str) -> None:
 
 
 def test_models_match_the_study() -> None:
-    from blendae.models.registry import build_model
+    from blendae.models import build_model
 
     seed = build_model("seed")
     convs = [m for m in seed.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
@@ -158,20 +252,20 @@ def test_models_match_the_study() -> None:
     )
     x = torch.zeros(2, 3, 32, 32)
     assert seed.encoder(x).shape == (2, 64, 4, 4)
-    assert seed(x).shape == x.shape
+    assert seed(x)["x_hat"].shape == x.shape and seed(x)["likelihoods"] == {}
     with pytest.raises(BlendaeError, match="unknown model"):
         build_model("nope")
     with pytest.raises(BlendaeError, match="unknown activation"):
         build_model("conv", activation="swish2")
 
 
-def test_stop_hook_ends_the_run_at_that_step(tiny_data: SimpleNamespace, tmp_path: Path) -> None:
+def test_stop_hook_ends_the_run_at_that_step(tiny_splits: BlendedSplits, tmp_path: Path) -> None:
     asked: list[int] = []
 
     def stop(model: torch.nn.Module, step: int) -> bool:
         asked.append(step)
         return step == 9  # mid-way through epoch 2 (6 steps of 16 per epoch)
 
-    metrics = loop.train(_config(tmp_path / "run", epochs=5), progress=False, stop=stop)
+    metrics = loop.train(_config(epochs=5), tmp_path / "run", tiny_splits, stop=stop)
     assert asked == list(range(1, 10))
     assert [m["epoch"] for m in metrics] == [1]  # epoch 2 was cut short, so not recorded

@@ -1,7 +1,8 @@
 """Command-line interface: argument parsing and dispatch only.
 
 Results go to stdout, progress and logs to stderr. A `BlendaeError` becomes one line
-on stderr and exit status 2, like argparse's own usage errors.
+on stderr and exit status 2, like argparse's own usage errors. Every choice offered here
+comes from the table that owns it (models, presets, protocols, ...).
 """
 
 from __future__ import annotations
@@ -10,38 +11,23 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from blendae.config import PROTOCOLS, RunConfig
+from blendae.config import DEVICES, LR_SCHEDULES, PROTOCOLS, RunConfig
+from blendae.data import PRESETS
+from blendae.data.formats import CIFAR_VARIANTS
 from blendae.errors import BlendaeError
+from blendae.models import MODELS
 
-PRESET_NAMES = ("seed", "unit")
 # Options of `train`/`run` that map one-to-one onto RunConfig fields.
-TRAIN_FIELDS = (
-    "model",
-    "preset",
-    "protocol",
-    "epochs",
-    "batch_size",
-    "lr",
-    "lr_schedule",
-    "seed",
-    "limit_train",
-    "limit_test",
-    "device",
-    "mirror",
-    "cache",
-    "codec",
-    "lmbda",
-    "model_args",
-    "channels_last",
-    "bf16",
+TRAIN_FIELDS = tuple(
+    f.name for f in dataclasses.fields(RunConfig) if f.name not in ("eval_batch_size",)
 )
-RESUMABLE_OVERRIDES = ("epochs", "device", "mirror", "cache")
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -54,23 +40,33 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _positive(cast: Callable[[str], Any], what: str) -> Callable[[str], Any]:
-    """An argparse type: `cast(text)`, refused unless it is > 0."""
+def _positive(cast: Callable[[str], Any], what: str, limit: float) -> Callable[[str], Any]:
+    """An argparse type: `cast(text)`, refused unless it is finite, > 0 and <= `limit`."""
 
     def parse(text: str) -> Any:
         try:
             value = cast(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from exc
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        if not (math.isfinite(value) and 0 < value <= limit):
+            raise argparse.ArgumentTypeError(f"expected {what} up to {limit:g}, got {text!r}")
         return value
 
     return parse
 
 
-_positive_int = _positive(int, "a positive integer")
-_positive_float = _positive(float, "a positive number")
+_positive_int = _positive(int, "a positive whole number", 2**31 - 1)
+_positive_float = _positive(float, "a finite number > 0", 1e6)
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from exc
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**63-1, got {text}")
+    return value
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -83,43 +79,32 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from blendae.models.registry import DEFAULT_MODEL, MODELS
-
     d = RunConfig()
     # Defaults are None so that an explicit option can be told apart on --resume;
     # the help shows the real default.
-    p.add_argument("--out", default=None, help="run folder (default: runs/<model>-<protocol>)")
-    p.add_argument(
-        "--model", choices=sorted(MODELS), help=f"architecture (default: {DEFAULT_MODEL})"
-    )
+    p.add_argument("--out", type=Path, help="run folder (default: runs/<model>-<protocol>)")
+    p.add_argument("--model", choices=sorted(MODELS), help=f"architecture (default: {d.model})")
     p.add_argument(
         "--model-args",
         type=_json_object,
         help="constructor arguments as JSON, e.g. '{\"latent_channels\": 32}'",
     )
-    p.add_argument("--preset", choices=PRESET_NAMES, help=f"normalization (default: {d.preset})")
+    p.add_argument("--preset", choices=tuple(PRESETS), help=f"normalization (default: {d.preset})")
     p.add_argument("--protocol", choices=PROTOCOLS, help=f"(default: {d.protocol})")
     p.add_argument("--epochs", type=_positive_int, help=f"(default: {d.epochs})")
     p.add_argument("--batch-size", type=_positive_int, help=f"(default: {d.batch_size})")
     p.add_argument("--lr", type=_positive_float, help=f"Adam learning rate (default: {d.lr})")
-    p.add_argument(
-        "--lr-schedule", choices=("constant", "cosine"), help=f"(default: {d.lr_schedule})"
-    )
-    p.add_argument("--seed", type=int, help=f"seeds init and shuffles (default: {d.seed})")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, help=f"(default: {d.lr_schedule})")
+    p.add_argument("--seed", type=_seed, help=f"seeds init and shuffles (default: {d.seed})")
     p.add_argument("--limit-train", type=_positive_int, help="use the first N training images")
     p.add_argument("--limit-test", type=_positive_int, help="use the first N test images")
-    p.add_argument("--device", choices=("cpu", "cuda"), help=f"(default: {d.device})")
-    p.add_argument(
-        "--codec",
-        action="store_const",
-        const=True,
-        help="rate–distortion training (needs a codec model)",
-    )
+    p.add_argument("--device", choices=DEVICES, help=f"(default: {d.device})")
     p.add_argument(
         "--lambda",
         dest="lmbda",
         type=_positive_float,
-        help=f"rate–distortion trade-off λ (default: {d.lmbda})",
+        help="rate–distortion trade-off λ of codec models (loss λ·255²·MSE + bpp); required "
+        "for them, refused for the others",
     )
     p.add_argument(
         "--no-channels-last",
@@ -149,16 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prepare", help="download, verify and blend the datasets")
-    p.add_argument("--preset", choices=PRESET_NAMES, default="seed", help="normalization")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="seed", help="normalization")
     p.add_argument(
         "--cifar-variant",
-        choices=("binary", "python"),
-        default="binary",
+        choices=CIFAR_VARIANTS,
+        default=CIFAR_VARIANTS[0],
         help="which official CIFAR-10 archive to read",
     )
     _add_data_options(p)
 
-    p = sub.add_parser("train", help="train a model; writes checkpoints and metrics.jsonl")
+    p = sub.add_parser("train", help="train a model; writes checkpoints, metrics and the report")
     _add_train_options(p)
     p = sub.add_parser("run", help="prepare + train + evaluate + report")
     _add_train_options(p)
@@ -188,37 +173,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Defaults, overridden by the options given; on --resume, the run's saved config."""
-    from blendae.models.registry import DEFAULT_MODEL
+def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
+    """The run's config and folder: defaults overridden by the options given; on --resume,
+    the run's saved config with the options the resume rule allows."""
+    from blendae import runs
 
-    given = {k: getattr(args, k) for k in TRAIN_FIELDS if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in TRAIN_FIELDS if getattr(args, k, None) is not None}
     if args.resume:
         if args.out is None:
             raise BlendaeError("--resume needs --out RUN_FOLDER, the run to continue")
-        saved_path = Path(args.out) / "config.json"
-        if not saved_path.is_file():
-            raise BlendaeError(
-                f"cannot resume: {saved_path} does not exist; start a new run instead"
-            )
-        config = RunConfig.load(saved_path)
-        clashes = [
-            f"--{k.replace('_', '-')}"
-            for k, v in given.items()
-            if k not in RESUMABLE_OVERRIDES and getattr(config, k) != v
-        ]
-        if clashes:
-            raise BlendaeError(
-                f"cannot resume {args.out} with different {', '.join(clashes)}; "
-                "drop those options or start a new run with another --out"
-            )
-        return dataclasses.replace(
-            config, **{k: given[k] for k in RESUMABLE_OVERRIDES if k in given}
-        )
-    config = RunConfig(model=given.pop("model", DEFAULT_MODEL), **given)
-    config.out = args.out or f"runs/{config.model}-{config.protocol}"
+        if runs.has_checkpoint(args.out) or (args.out / runs.CONFIG).is_file():
+            return runs.resumed_config(runs.load_config(args.out), given), args.out
+    config = RunConfig(**given)
     config.validate()
-    return config
+    return config, args.out or Path(f"runs/{config.model}-{config.protocol}")
+
+
+def _load_data(config: RunConfig) -> Any:
+    from blendae.data import load_blended
+
+    return load_blended(config.preset, mirror=config.mirror, cache=config.cache)
+
+
+def _train(args: argparse.Namespace, command_line: str) -> None:
+    from blendae.evaluation.report import evaluate_run
+    from blendae.training.distributed import is_main_process
+    from blendae.training.loop import plan_run, train
+
+    config, run_dir = config_from_args(args)
+    plan_run(config, run_dir, args.resume)  # refuse a wrong folder before loading any data
+    splits = _load_data(config)
+    train(config, run_dir, splits, resume=args.resume, command=command_line)
+    if not is_main_process():  # under torchrun, rank 0 alone evaluates and reports
+        return
+    final = evaluate_run(run_dir, splits)  # the report is current after every training command
+    print(
+        f"{run_dir}: test loss {final['test_loss']:.4f}, "
+        f"PSNR {final['test_psnr']:.2f} dB, SSIM {final['test_ssim']:.4f}; "
+        f"see {run_dir}/summary.md"
+    )
 
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> None:
@@ -234,40 +227,20 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> None:
             f"test {tuple(splits.test.shape)}"
         )
     elif args.command in ("train", "run"):
-        from blendae.training.distributed import is_main_process
-        from blendae.training.loop import train
-
-        config = config_from_args(args)
-        metrics = train(config, resume=args.resume, command=command_line)
-        if not is_main_process():  # under torchrun, rank 0 alone evaluates and reports
-            return
-        if args.command == "run":
-            from blendae.evaluation.report import evaluate_run
-
-            final = evaluate_run(Path(config.out))
-            print(
-                f"{config.out}: test loss {final['test_loss']:.4f}, "
-                f"PSNR {final['test_psnr']:.2f} dB, SSIM {final['test_ssim']:.4f}; "
-                f"see {config.out}/summary.md"
-            )
-        elif metrics:
-            last = metrics[-1]
-            print(
-                f"{config.out}: epoch {last['epoch']}, train loss {last['train_loss']:.4f}, "
-                f"test loss {last['test_loss']:.4f}, PSNR {last['test_psnr']:.2f} dB"
-            )
+        _train(args, command_line)
     elif args.command == "evaluate":
+        from blendae import runs
         from blendae.evaluation.report import evaluate_run
 
-        final = evaluate_run(args.run_dir)
+        final = evaluate_run(args.run_dir, _load_data(runs.load_config(args.run_dir)))
         print(json.dumps(final))
     elif args.command == "compress":
-        from blendae.codec.api import compress_paths
+        from blendae.codec import compress_paths
 
         for path in compress_paths(args.inputs, args.out, model=args.model):
             print(path)
     elif args.command == "decompress":
-        from blendae.codec.api import decompress_paths
+        from blendae.codec import decompress_paths
 
         for path in decompress_paths(args.inputs, args.out, model=args.model):
             print(path)

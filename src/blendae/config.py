@@ -1,38 +1,43 @@
-"""One `RunConfig` per run: every knob, saved as `config.json` beside the outputs."""
+"""One `RunConfig` per run: every knob, saved as `config.json` in the run folder."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from blendae.data import PRESETS
 from blendae.errors import BlendaeError
+from blendae.models import DEFAULT_MODEL, MODELS
 
 PROTOCOLS = ("minibatch", "seed-fullbatch")
+LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("cpu", "cuda")
+# Options that may differ when a run is resumed: they change how, not what, is trained.
+RESUMABLE = ("epochs", "device", "mirror", "cache")
 
 
 @dataclass
 class RunConfig:
-    """Every setting of a training run; the checkpoint and `config.json` carry a copy."""
+    """Every setting of a training run; `config.json` in the run folder holds a copy.
 
-    out: str = "runs/default"
+    The run folder itself is not a setting: it is wherever the run lives (it can be
+    copied or moved and resumed there).
+    """
+
     # data
-    preset: str = (
-        "seed"  # normalization: "seed" (the study's) or "unit" ([0, 1], no standardization)
-    )
-    mirror: str | None = None  # directory or URL serving the official files + SHA256SUMS
+    preset: str = "seed"  # normalization: "seed" (the study's) or "unit" ([0, 1])
+    mirror: str | None = None  # folder or URL serving the official files + SHA256SUMS
     cache: str | None = None  # None: BLENDAE_CACHE, else the platform cache folder
     limit_train: int | None = None  # use the first N training images (quick runs, tests)
     limit_test: int | None = None
     # model
-    model: str = "seed"  # a name in blendae.models.registry
+    model: str = DEFAULT_MODEL  # a name in blendae.models.registry
     model_args: dict[str, Any] = field(default_factory=dict)  # constructor keyword arguments
-    # codec (rate–distortion) training; lmbda weighs distortion against rate
-    codec: bool = False
-    lmbda: float = 0.01
+    # λ of the rate–distortion loss λ·255²·MSE + bpp; codec models need one, others none
+    lmbda: float | None = None
     # optimisation
     protocol: str = "minibatch"  # "seed-fullbatch" replays the study: one full-batch step per epoch
     epochs: int = 50
@@ -46,46 +51,75 @@ class RunConfig:
     # (~1.3x faster steps here, same test PSNR); seed-fullbatch always runs in float32.
     bf16: bool = True
     eval_batch_size: int = 1000
+    fullbatch_chunk: int = 2500  # images per forward/backward in seed-fullbatch: memory only
 
     def validate(self) -> None:
         """Raise `BlendaeError` naming the first bad value."""
-        if self.protocol not in PROTOCOLS:
-            raise BlendaeError(f"unknown protocol {self.protocol!r}; choose one of {PROTOCOLS}")
-        if self.device not in DEVICES:
-            raise BlendaeError(f"unknown device {self.device!r}; choose one of {DEVICES}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise BlendaeError(
-                f"unknown lr schedule {self.lr_schedule!r}; choose 'constant' or 'cosine'"
-            )
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
+        choices = {
+            "preset": tuple(PRESETS),
+            "model": tuple(MODELS),
+            "protocol": PROTOCOLS,
+            "lr_schedule": LR_SCHEDULES,
+            "device": DEVICES,
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
                 raise BlendaeError(
-                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                    f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}; "
+                    f"choose one of {', '.join(valid)}"
                 )
+        if not isinstance(self.model_args, dict):
+            raise BlendaeError(
+                f"model_args must be a JSON object of constructor arguments, got "
+                f"{self.model_args!r}"
+            )
+        for name in ("epochs", "batch_size", "eval_batch_size", "fullbatch_chunk"):
+            _check_int(name, getattr(self, name), minimum=1)
         for name in ("limit_train", "limit_test"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=1)
+        _check_int("seed", self.seed, minimum=0, maximum=2**63 - 1)
+        for name in ("lr", "lmbda"):
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise BlendaeError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        if not self.lr > 0:
-            raise BlendaeError(f"--lr must be > 0, got {self.lr}")
-        if self.codec and not self.lmbda > 0:
-            raise BlendaeError(f"--lambda must be > 0, got {self.lmbda}")
+            if value is not None and not _positive_finite(value):
+                raise BlendaeError(f"--{_flag(name)} must be a finite number > 0, got {value!r}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """A config from saved values, migrating older files, then validated."""
+        if not isinstance(values, dict):
+            raise BlendaeError(f"a run config must be a JSON object, got {type(values).__name__}")
+        values = dict(values)
+        values.pop("out", None)  # before 0.2 the folder was recorded; it is where the file is
+        if values.pop("codec", None) is False:  # before 0.2 λ was kept but unused without it
+            values["lmbda"] = None
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise BlendaeError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**values)
+        config = cls(**values)
+        config.validate()
+        return config
 
-    @classmethod
-    def load(cls, path: Path) -> RunConfig:
-        try:
-            values = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BlendaeError(f"cannot read run config {path}: {exc}") from exc
-        return cls.from_dict(values)
+
+def _flag(name: str) -> str:
+    return {"lmbda": "lambda"}.get(name, name.replace("_", "-"))
+
+
+def _positive_finite(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value > 0
+        and (math.isfinite(value))
+    )
+
+
+def _check_int(name: str, value: Any, *, minimum: int, maximum: int = 2**31 - 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise BlendaeError(
+            f"--{_flag(name)} must be a whole number from {minimum} to {maximum}, got {value!r}"
+        )

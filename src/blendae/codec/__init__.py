@@ -1,16 +1,13 @@
-"""The learned image codec: entropy model and tables (`entropy`), the `.bae` format
-(`stream`), the rate–distortion loss (`rd`) and the user API (`api`).
+"""The learned image codec, on top of the models: the `.bae` container (`container`), which
+model codes a file (`loader`), images ↔ bytes (`images`) and files ↔ files (`files`)."""
 
-The API names are re-exported lazily: `blendae.models` imports `codec.entropy`, and an eager
-import of `api` here (which imports the model registry) would be circular.
-"""
+from blendae.codec.files import compress_paths, decompress_paths
+from blendae.codec.images import compress, compress_batch, decompress, decompress_batch
+from blendae.codec.loader import DEFAULT, Codec, load_codec, zoo_entries
 
-from __future__ import annotations
-
-from importlib import import_module
-from typing import Any
-
-_API = (
+__all__ = [
+    "DEFAULT",
+    "Codec",
     "compress",
     "compress_batch",
     "compress_paths",
@@ -18,11 +15,5 @@ _API = (
     "decompress_batch",
     "decompress_paths",
     "load_codec",
-)
-__all__ = list(_API)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(import_module("blendae.codec.api"), name)
-    raise AttributeError(f"module 'blendae.codec' has no attribute {name!r}")
+    "zoo_entries",
+]

@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # of the prepared cache file; bump when its content or meaning changes
 RESIZE_METHOD = "torch bilinear, align_corners=False, antialias when shrinking"
-# The record counts load_blended requires (the official ones); tests swap in a fixture's.
-COUNTS: Counts = OFFICIAL_COUNTS
 _CHUNK = 5_000  # images blended per step, bounding temporary memory to ~100 MB
 
 RGB = tuple[float, float, float]
@@ -178,7 +176,8 @@ def to_pixels(x: Tensor, preset: Preset | str) -> Tensor:
 def from_pixels(p: Tensor, preset: Preset | str) -> Tensor:
     """Inverse of `to_pixels`: pixel-scale images (..., 3, H, W) -> blend space."""
     lo, hi = _pixel_range(preset)
-    return p * _per_channel((hi - lo) / 255, p) + _per_channel(lo, p)
+    # Divide by the scale (not multiply by its inverse): for "unit" this is exactly p / 255.
+    return p / _per_channel(255 / (hi - lo), p) + _per_channel(lo, p)
 
 
 def pixel_scale(preset: Preset | str) -> Tensor:
@@ -270,6 +269,7 @@ def load_blended(
     cache: str | Path | None = None,
     cifar_variant: str = "binary",
     progress: bool = True,
+    counts: Counts = OFFICIAL_COUNTS,
 ) -> BlendedSplits:
     """The blended splits for `preset`, built once and then loaded from the cache.
 
@@ -277,7 +277,8 @@ def load_blended(
     `cache/prepared/blend-<preset>-<key>.safetensors` (tensors "train", "test") and its
     `.json` manifest, where the key hashes everything the tensors depend on: source file
     sha256s, preset values, CIFAR variant, resize method, record counts, format version.
-    A missing, corrupt or mismatching cache file is rebuilt (atomically).
+    A missing, corrupt or mismatching cache file is rebuilt (atomically). `counts` are the
+    record counts the files must have (the official ones; small fixtures pass their own).
     """
     p = get_preset(preset)
     if cifar_variant not in CIFAR_VARIANTS:
@@ -285,7 +286,7 @@ def load_blended(
             f"unknown CIFAR-10 variant {cifar_variant!r}; valid variants: "
             f"{', '.join(CIFAR_VARIANTS)}"
         )
-    mirror, cache_dir, counts = resolve_mirror(mirror), resolve_cache(cache), COUNTS
+    mirror, cache_dir = resolve_mirror(mirror), resolve_cache(cache)
     files = {
         **fetch("mnist", mirror=mirror, cache=cache_dir, progress=progress),
         **fetch(f"cifar10-{cifar_variant}", mirror=mirror, cache=cache_dir, progress=progress),

@@ -9,6 +9,8 @@ import torch
 from pytorch_msssim import ssim as _ssim
 from torch import Tensor
 
+from blendae.models import bits_per_pixel
+
 
 def psnr_per_image(x: Tensor, x_hat: Tensor, data_range: float = 255.0) -> Tensor:
     """PSNR in dB of each image (N,C,H,W); identical images give +inf."""
@@ -31,20 +33,20 @@ def evaluate(
 ) -> dict[str, float]:
     """Test loss in the training space and PSNR/SSIM in pixel space over a test set.
 
-    `test_loss` is the mean squared error over all values (the study's loss); PSNR is the
-    mean of per-image PSNRs with reconstructions clamped to [0, 255]; SSIM is the mean
-    per-image SSIM on the same pixels. A codec's output (a dict with `x_hat` and
-    `likelihoods`) also gives `test_bpp`, the rate its entropy model estimates.
+    `reconstruct` follows the model contract (`blendae.models.base`). `test_loss` is the mean
+    squared error over all values (the study's loss); PSNR is the mean of per-image PSNRs
+    with reconstructions clamped to [0, 255]; SSIM is the mean per-image SSIM on the same
+    pixels. A model with latents also gives `test_bpp`, the rate its entropy model estimates.
     """
-    sq_sum, psnr_sum, ssim_sum, bits, n = 0.0, 0.0, 0.0, 0.0, 0
+    sq_sum, psnr_sum, ssim_sum, n = 0.0, 0.0, 0.0, 0
+    rate_sum, has_rate = 0.0, False
     for start in range(0, len(x_test), batch_size):
         x = x_test[start : start + batch_size].to(device, non_blocking=True)
         out = reconstruct(x)
-        if isinstance(out, dict):
-            for lik in out["likelihoods"].values():
-                bits += -torch.log2(lik.float()).sum().item()
-            out = out["x_hat"]
-        x_hat = out.float()
+        if out["likelihoods"]:
+            has_rate = True
+            rate_sum += bits_per_pixel(out["likelihoods"], x.shape[-2] * x.shape[-1]).item()
+        x_hat = out["x_hat"].float()
         sq_sum += (x_hat - x).pow(2).sum().item()
         p, p_hat = to_pixels(x).cpu(), to_pixels(x_hat).clamp(0, 255).cpu()
         psnr_sum += psnr_per_image(p, p_hat).clamp(max=100.0).sum().item()
@@ -55,6 +57,6 @@ def evaluate(
         "test_psnr": psnr_sum / n,
         "test_ssim": ssim_sum / n,
     }
-    if bits:
-        result["test_bpp"] = bits / (n * x_test.shape[-2] * x_test.shape[-1])
+    if has_rate:
+        result["test_bpp"] = rate_sum / n
     return result

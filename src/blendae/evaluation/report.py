@@ -8,66 +8,50 @@ from typing import Any
 
 import torch
 
+from blendae import runs
 from blendae.config import RunConfig
-from blendae.data import load_blended, to_pixels
-from blendae.errors import BlendaeError
+from blendae.data import BlendedSplits, to_pixels
 from blendae.evaluation.metrics import evaluate
 from blendae.evaluation.plots import plot_losses, plot_reconstructions
 from blendae.files import atomic_write_text
-from blendae.models.registry import build_model
-from blendae.training.checkpoint import WEIGHTS, load_checkpoint, load_weights
-from blendae.training.loop import CONFIG
 
 STUDY = {"train_first": 0.9747, "train_last": 0.2641, "test_first": 0.9674, "test_last": 0.2609}
 N_SHOWN = 8
 
 
-def load_run_model(run_dir: Path) -> tuple[RunConfig, torch.nn.Module]:
-    """The config and trained model of a run folder, in eval mode on the CPU."""
-    if not (run_dir / CONFIG).is_file():
-        raise BlendaeError(f"{run_dir} is not a blendae run folder (no {CONFIG}); train first")
-    config = RunConfig.load(run_dir / CONFIG)
-    model = build_model(config.model, **config.model_args)
-    try:
-        model.load_state_dict(load_weights(run_dir / WEIGHTS))
-    except RuntimeError as exc:
-        raise BlendaeError(
-            f"{run_dir / WEIGHTS} does not fit model {config.model!r}: {exc}"
-        ) from exc
-    return config, model.eval()
-
-
-def evaluate_run(run_dir: Path) -> dict[str, Any]:
-    """Evaluate the run's final weights on the full test split; write loss.png,
-    reconstructions.png and summary.md; return the final numbers."""
-    config, model = load_run_model(run_dir)
-    state = load_checkpoint(run_dir).state
-    metrics: list[dict[str, Any]] = state["metrics"]
-    splits = load_blended(config.preset, mirror=config.mirror, cache=config.cache)
-    x_test = splits.test[: config.limit_test]
-    final = evaluate(model, x_test, lambda x: to_pixels(x, config.preset), config.eval_batch_size)
-
-    plot_losses(
-        metrics, run_dir / "loss.png", f"{config.model} · {config.protocol} · {config.preset}"
-    )
-    with torch.no_grad():
-        shown = x_test[:N_SHOWN]
-        out = model(shown)
-        x_hat = out["x_hat"] if isinstance(out, dict) else out
-    as_u8 = lambda x: to_pixels(x, config.preset).clamp(0, 255).round().to(torch.uint8)  # noqa: E731
-    plot_reconstructions(
-        as_u8(shown),
-        as_u8(x_hat),
-        run_dir / "reconstructions.png",
-        f"test images (top) and {config.model} reconstructions (bottom)",
-    )
-    summary = render_summary(config, metrics, final, state["commands"], state["machine"])
-    atomic_write_text(run_dir / "summary.md", summary)
-    atomic_write_text(run_dir / "final.json", json.dumps(final, indent=2) + "\n")
+def evaluate_run(run_dir: Path, splits: BlendedSplits) -> dict[str, Any]:
+    """Evaluate the run's final weights on its test images (`splits`, in the run's preset);
+    write loss.png, reconstructions.png, summary.md and final.json; return the numbers."""
+    with runs.lock(run_dir):
+        config, model = runs.load_model(run_dir)
+        state = runs.load_checkpoint(run_dir).state
+        metrics: list[dict[str, Any]] = state["metrics"]
+        x_test = splits.test[: config.limit_test]
+        final = evaluate(
+            model, x_test, lambda x: to_pixels(x, config.preset), config.eval_batch_size
+        )
+        title = f"{config.model} · {config.protocol} · {config.preset}"
+        plot_losses(metrics, run_dir / runs.LOSS_PLOT, title)
+        with torch.no_grad():
+            shown = x_test[:N_SHOWN]
+            x_hat = model(shown)["x_hat"]
+        as_u8 = lambda x: to_pixels(x, config.preset).clamp(0, 255).round().to(torch.uint8)  # noqa: E731
+        plot_reconstructions(
+            as_u8(shown),
+            as_u8(x_hat),
+            run_dir / runs.RECONSTRUCTIONS,
+            f"test images (top) and {config.model} reconstructions (bottom)",
+        )
+        summary = render_summary(
+            run_dir.name, config, metrics, final, state["commands"], state["machine"]
+        )
+        atomic_write_text(run_dir / runs.SUMMARY, summary)
+        atomic_write_text(run_dir / runs.FINAL, json.dumps(final, indent=2) + "\n")
     return final
 
 
 def render_summary(
+    name: str,
     config: RunConfig,
     metrics: list[dict[str, Any]],
     final: dict[str, float],
@@ -78,7 +62,7 @@ def render_summary(
     first, last = metrics[0], metrics[-1]
     train_seconds = sum(m["seconds"] for m in metrics)
     lines = [
-        f"# blendae run: {Path(config.out).name}",
+        f"# blendae run: {name}",
         "",
         "Command: " + (" ; then ".join(f"`{c}`" for c in commands if c) or "(not recorded)"),
         "",

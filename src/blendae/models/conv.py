@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
 from blendae.errors import BlendaeError
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "leaky_relu": nn.LeakyReLU,
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-}
-
-
-def make_activation(name: str) -> nn.Module:
-    """Build an activation by name; an unknown name is a `BlendaeError` listing the valid ones."""
-    if name not in ACTIVATIONS:
-        raise BlendaeError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+from blendae.models.layers import make_activation
 
 
 class ResidualBlock(nn.Module):
@@ -86,5 +74,6 @@ class ConvAutoencoder(nn.Module):
                 dec.append(make_activation(activation))
         self.decoder = nn.Sequential(*dec)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decoder(self.encoder(x))
+    def forward(self, x: Tensor) -> dict[str, Any]:
+        """x (B, 3, H, W) → {"x_hat": (B, 3, H, W), "likelihoods": {}} (no rate)."""
+        return {"x_hat": self.decoder(self.encoder(x)), "likelihoods": {}}

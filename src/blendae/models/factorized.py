@@ -1,41 +1,22 @@
 """The codec model: Ballé et al., "End-to-end optimized image compression" (ICLR 2017).
 
 Analysis transform g_a (strided convolutions with GDN) → latent y → quantized y_hat with a
-learned factorized prior (`blendae.codec.entropy.EntropyBottleneck`) → synthesis g_s
-(sub-pixel convolutions with inverse GDN) → x_hat.
+learned factorized prior (`EntropyBottleneck`) → synthesis g_s (sub-pixel convolutions with
+inverse GDN) → x_hat.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from blendae.codec.entropy import EntropyBottleneck, quantize
 from blendae.errors import BlendaeError
-from blendae.models.conv import make_activation
-
-
-class GDN(nn.Module):
-    """Generalized divisive normalization (Ballé et al. 2016): x_i / sqrt(β_i + Σ_j γ_ij x_j²).
-
-    `inverse=True` multiplies instead (IGDN, for the synthesis side). β and γ are stored as
-    square roots so they stay non-negative without clamping away their gradients.
-    """
-
-    def __init__(self, channels: int, inverse: bool = False, gamma_init: float = 0.1) -> None:
-        super().__init__()
-        self.inverse = inverse
-        self.beta_sqrt = nn.Parameter(torch.ones(channels))
-        gamma = gamma_init * torch.eye(channels) + 1e-4  # off-diagonals > 0 so they can learn
-        self.gamma_sqrt = nn.Parameter(gamma.sqrt())
-
-    def forward(self, x: Tensor) -> Tensor:
-        c = x.shape[1]
-        beta = self.beta_sqrt**2 + 1e-6  # β > 0 keeps the norm away from zero
-        gamma = (self.gamma_sqrt**2).view(c, c, 1, 1)
-        norm = F.conv2d(x * x, gamma, beta)  # (B, C, H, W)
-        return x * torch.sqrt(norm) if self.inverse else x * torch.rsqrt(norm)
+from blendae.models.base import CompressionModel
+from blendae.models.entropy import EntropyBottleneck, quantize
+from blendae.models.layers import GDN, make_activation
 
 
 def _down(cin: int, cout: int) -> nn.Conv2d:
@@ -50,11 +31,11 @@ def _up(cin: int, cout: int) -> nn.Sequential:
 
 
 def _act(name: str, channels: int, inverse: bool) -> nn.Module:
-    """GDN (IGDN on the synthesis side), or a pointwise activation from `models.conv`."""
+    """GDN (IGDN on the synthesis side), or a pointwise activation by name."""
     return GDN(channels, inverse=inverse) if name == "gdn" else make_activation(name)
 
 
-class FactorizedPrior(nn.Module):
+class FactorizedPrior(CompressionModel):
     """Ballé 2017 codec with `depth` stride-2 stages: a (M, H/2^depth, W/2^depth) latent.
 
     N: channels of the hidden layers; M: latent channels; act: "gdn" (GDN/IGDN, the paper's)
@@ -86,7 +67,7 @@ class FactorizedPrior(nn.Module):
         self.g_s = nn.Sequential(*g_s)
         self.entropy_bottleneck = EntropyBottleneck(M)
 
-    def forward(self, x: Tensor) -> dict[str, Tensor | dict[str, Tensor]]:
+    def forward(self, x: Tensor) -> dict[str, Any]:
         """x (B, 3, H, W), H and W multiples of `stride` → {"x_hat", "likelihoods": {"y"}}."""
         y = self.g_a(x)  # (B, M, H/stride, W/stride)
         y_hat, y_likelihoods = self.entropy_bottleneck(y)
@@ -97,6 +78,21 @@ class FactorizedPrior(nn.Module):
         x_hat = self.g_s(y_hat)  # (B, 3, H, W)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods}}
 
+    @property
+    def is_updated(self) -> bool:
+        return self.entropy_bottleneck.is_updated
+
     def update(self) -> None:
-        """Freeze the integer coding tables; call after training, before coding."""
         self.entropy_bottleneck.update()
+
+    def compress(self, x: Tensor) -> list[list[bytes]]:
+        """x (B, 3, H, W) → [[y string]] per image."""
+        return [[s] for s in self.entropy_bottleneck.compress(self.g_a(x))]
+
+    def decompress(self, strings: Sequence[Sequence[bytes]], size: tuple[int, int]) -> Tensor:
+        """[[y string]] per image → x_hat (B, 3, *size)."""
+        latent = (size[0] // self.stride, size[1] // self.stride)
+        y_hat = self.entropy_bottleneck.decompress([s[0] for s in strings], latent)
+        # Channels-last, as the encoder's latent is when the codec feeds channels-last images:
+        # the same layout gives the same float arithmetic as the evaluation forward pass.
+        return self.g_s(y_hat.contiguous(memory_format=torch.channels_last))  # (B, 3, H, W)

@@ -1,4 +1,8 @@
-"""Model names → constructors. `kind` tells the training loop which loss applies."""
+"""Model names → constructors: the one table the CLI's `--model` choices come from.
+
+Adding a model is adding a file with its class and one line here. What a model is (plain
+autoencoder, codec, separator) is told by the model itself (`blendae.models.base`).
+"""
 
 from __future__ import annotations
 
@@ -17,33 +21,25 @@ from blendae.models.seed import SeedAutoencoder
 @dataclass(frozen=True)
 class ModelSpec:
     build: Callable[..., nn.Module]
-    kind: str  # "autoencoder": forward(x) -> x_hat; "codec": forward(x) -> {"x_hat", "likelihoods"}
     summary: str
 
 
 MODELS: dict[str, ModelSpec] = {
-    "seed": ModelSpec(SeedAutoencoder, "autoencoder", "the study's architecture, exactly"),
-    "conv": ModelSpec(
-        ConvAutoencoder, "autoencoder", "configurable conv autoencoder; default: seed at 3x width"
-    ),
+    "seed": ModelSpec(SeedAutoencoder, "the study's architecture, exactly"),
+    "conv": ModelSpec(ConvAutoencoder, "configurable conv autoencoder; default: seed at 3x width"),
     "factorized": ModelSpec(
-        FactorizedPrior, "codec", "Ballé 2017 codec: GDN transforms, learned factorized prior"
+        FactorizedPrior, "Ballé 2017 codec: GDN transforms, learned factorized prior"
     ),
 }
 
 DEFAULT_MODEL = "conv"
 
 
-def get_spec(name: str) -> ModelSpec:
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Construct a registered model; bad names and keyword arguments become `BlendaeError`s."""
     if name not in MODELS:
         raise BlendaeError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name]
-
-
-def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Construct a registered model; bad keyword arguments become a `BlendaeError`."""
-    spec = get_spec(name)
     try:
-        return spec.build(**kwargs)
+        return MODELS[name].build(**kwargs)
     except TypeError as exc:
         raise BlendaeError(f"bad arguments for model {name!r}: {exc}") from exc

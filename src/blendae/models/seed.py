@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 
@@ -30,5 +32,6 @@ class SeedAutoencoder(nn.Module):
             nn.ConvTranspose2d(16, 3, 4, stride=2, padding=1),  # → 3×32×32
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decoder(self.encoder(x))
+    def forward(self, x: Tensor) -> dict[str, Any]:
+        """x (B, 3, 32, 32) → {"x_hat": (B, 3, 32, 32), "likelihoods": {}} (no rate)."""
+        return {"x_hat": self.decoder(self.encoder(x)), "likelihoods": {}}

@@ -1,4 +1,4 @@
-"""The training loop, top to bottom: setup → data → model → optimizer → resume → epochs.
+"""The training loop, top to bottom: folder → model → optimizer → resume → epochs.
 
 Two protocols share everything but the inner step:
 - `minibatch` (default): a fresh shuffle every epoch, Adam steps on mini-batches.
@@ -6,41 +6,43 @@ Two protocols share everything but the inner step:
   each "epoch" was ONE Adam step on the gradient of the full 50,000-image MSE. We replay
   that exactly; the full batch is pushed through in chunks whose gradients are summed,
   which is the same step (up to float summation order) in a fraction of the memory.
+
+The data comes in as tensors (`BlendedSplits`); the run folder is read and written only
+through `blendae.runs`.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import math
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from blendae import runs
 from blendae.config import RunConfig
-from blendae.data import load_blended, to_pixels
+from blendae.data import BlendedSplits, to_pixels
 from blendae.errors import BlendaeError
 from blendae.evaluation.metrics import evaluate
-from blendae.files import atomic_write_text, ensure_dir
-from blendae.models.registry import build_model, get_spec
+from blendae.models import CompressionModel, build_model
 from blendae.training import distributed
-from blendae.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from blendae.training.losses import check_objective, loss_fn
 
 log = logging.getLogger("blendae")
 
-METRICS = "metrics.jsonl"
-CONFIG = "config.json"
-FULLBATCH_CHUNK = 2500  # images per forward/backward in seed-fullbatch; only memory depends on it
+StopHook = Callable[[nn.Module, int], bool]
 
 
+# ---- small pure helpers -------------------------------------------------------------------
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The shuffle of epoch `epoch` depends only on (seed, epoch): resuming needs no RNG replay."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -54,18 +56,7 @@ def lr_at(config: RunConfig, step: int, total_steps: int) -> float:
     return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def compute_loss(
-    model: nn.Module, kind: str, x: Tensor, lmbda: float
-) -> tuple[Tensor, dict[str, float]]:
-    """MSE for autoencoders; λ·distortion + rate for codec models."""
-    if kind == "codec":
-        from blendae.codec.rd import rate_distortion_loss
-
-        return rate_distortion_loss(model(x), x, lmbda)
-    return F.mse_loss(model(x).float(), x), {}
-
-
-def use_bf16(config: RunConfig, kind: str, device: torch.device) -> bool:
+def use_bf16(config: RunConfig, model: nn.Module, device: torch.device) -> bool:
     """Whether training steps run under bf16 autocast.
 
     Only mini-batches, and only where bf16 pays off: CUDA, and CPUs with native bf16 dot
@@ -78,8 +69,12 @@ def use_bf16(config: RunConfig, kind: str, device: torch.device) -> bool:
         return False
     if device.type == "cuda":
         return True
-    cpu_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return cpu_bf16 and kind == "autoencoder"
+    return cpu_has_bf16() and not isinstance(model, CompressionModel)
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 dot products on this CPU (AVX512-BF16 or AMX)."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
@@ -105,10 +100,9 @@ def match_param_layout(optimizer: torch.optim.Optimizer) -> None:
 
 def forward_backward(
     model: nn.Module,
-    kind: str,
     x: Tensor,
     *,
-    lmbda: float,
+    lmbda: float | None,
     weight: float = 1.0,
     amp: bool,
     memory_format: torch.memory_format,
@@ -116,7 +110,7 @@ def forward_backward(
     """Forward and backward on x, loss scaled by `weight`; returns the unscaled loss."""
     x = x.contiguous(memory_format=memory_format)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        loss, stats = compute_loss(model, kind, x, lmbda)
+        loss, stats = loss_fn(model(x), x, lmbda)
     (loss * weight).backward()
     return loss.item(), stats  # .item() is a sync point; once per step is cheap here
 
@@ -124,114 +118,187 @@ def forward_backward(
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    kind: str,
     x: Tensor,
     *,
-    lmbda: float,
+    lmbda: float | None,
     amp: bool,
     memory_format: torch.memory_format,
 ) -> tuple[float, dict[str, float]]:
     """One mini-batch optimizer step: the loop's inner step, which benchmarks time as is."""
     optimizer.zero_grad(set_to_none=True)
-    result = forward_backward(model, kind, x, lmbda=lmbda, amp=amp, memory_format=memory_format)
+    result = forward_backward(model, x, lmbda=lmbda, amp=amp, memory_format=memory_format)
     optimizer.step()
     return result
 
 
-def check_out_dir(out: Path, resume: bool) -> None:
-    """Refuse to mix a new run into a folder that holds something already."""
-    if resume:
-        return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise BlendaeError(
-            f"output folder {out} is not empty; pass --resume to continue that run, "
-            "or choose another --out"
-        )
-
-
-def write_metrics(out: Path, metrics: list[dict[str, Any]]) -> None:
-    """Rewrite metrics.jsonl from the run's history, so it always matches the checkpoint."""
-    atomic_write_text(out / METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
-
-
-def train(
-    config: RunConfig,
-    *,
-    resume: bool = False,
-    command: str = "",
-    progress: bool = True,
-    stop: Callable[[nn.Module, int], bool] | None = None,
-) -> list[dict[str, Any]]:
-    """Train (or resume) the run in `config.out`; returns the per-epoch metrics.
-
-    `stop(model, step)` is asked on rank 0 after every optimizer step (time-to-quality
-    benchmarks); True ends the run at once, without evaluating or saving that epoch.
-    """
-    # ---- setup -------------------------------------------------------------------------
-    config.validate()
-    out = Path(config.out)
-    if distributed.is_main_process():  # other ranks would see rank 0's first files
-        check_out_dir(out, resume)
-    ctx = distributed.setup(config.device)
+def check_model(model: nn.Module, name: str, sample: Tensor) -> None:
+    """Run one image through a freshly built model: arguments that build a model unable to
+    take this data (e.g. `in_channels: 1`) fail here, as one clear error, before any file
+    is written."""
     try:
-        return _train(
-            config, out, ctx, resume=resume, command=command, progress=progress, stop=stop
+        with torch.no_grad():
+            out = model(sample)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise BlendaeError(
+            f"model {name!r} with these --model-args cannot take {tuple(sample.shape[1:])} "
+            f"images: {first}"
+        ) from exc
+    if out["x_hat"].shape != sample.shape:
+        raise BlendaeError(
+            f"model {name!r} with these --model-args returns {tuple(out['x_hat'].shape[1:])} "
+            f"images for {tuple(sample.shape[1:])} inputs"
         )
-    finally:
-        distributed.teardown(ctx)
 
 
-def _train(
+# ---- the state of one training session -----------------------------------------------------
+@dataclass
+class Session:
+    """Everything the epochs share: set up once by `_start`, then advanced epoch by epoch."""
+
+    config: RunConfig
+    run_dir: Path
+    ctx: distributed.DistContext
+    model: nn.Module
+    ddp_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    amp: bool
+    memory_format: torch.memory_format
+    steps_per_epoch: int
+    start_epoch: int
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)  # commands, machine
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.epochs
+
+    def set_lr(self, step: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.config, step, self.total_steps)
+
+
+@dataclass
+class EpochSums:
+    """Loss and statistics summed over the images one rank saw in an epoch."""
+
+    loss: float = 0.0
+    seen: int = 0
+    stats: dict[str, float] = field(default_factory=dict)
+    stopped: bool = False
+
+    def add(self, loss: float, stats: dict[str, float], n: int) -> None:
+        self.loss += loss * n
+        self.seen += n
+        for k, v in stats.items():
+            self.stats[k] = self.stats.get(k, 0.0) + v * n
+
+
+def _check_finite_loss(loss: float, epoch: int, step: int, s: Session) -> None:
+    """Stop at the first non-finite loss; the checkpoint on disk is the last good epoch's."""
+    if not math.isfinite(loss):
+        kept = f"the checkpoint of epoch {s.metrics[-1]['epoch']}" if s.metrics else "no checkpoint"
+        raise BlendaeError(
+            f"training diverged: loss {loss} at epoch {epoch}, step {step}; {kept} is kept; "
+            "try a lower --lr (or --lr-schedule cosine)"
+        )
+
+
+# ---- the two protocols' epochs ---------------------------------------------------------------
+def _fullbatch_epoch(
+    s: Session, x_train: Tensor, n_train: int, epoch: int, stop: StopHook | None
+) -> EpochSums:
+    """One Adam step on the mean loss over the whole (rank's share of the) training set."""
+    sums = EpochSums()
+    step = (epoch - 1) * s.steps_per_epoch
+    s.set_lr(step)
+    s.optimizer.zero_grad(set_to_none=True)
+    shard = x_train[s.ctx.rank :: s.ctx.world_size]
+    for i in range(0, len(shard), s.config.fullbatch_chunk):
+        chunk = shard[i : i + s.config.fullbatch_chunk]
+        # DDP averages gradients over ranks, so scale by world size to get the global mean.
+        weight = len(chunk) * s.ctx.world_size / n_train
+        loss, stats = forward_backward(
+            s.ddp_model,
+            chunk,
+            lmbda=s.config.lmbda,
+            weight=weight,
+            amp=s.amp,
+            memory_format=s.memory_format,
+        )
+        _check_finite_loss(loss, epoch, step + 1, s)
+        sums.add(loss, stats, len(chunk))
+    s.optimizer.step()
+    sums.stopped = _ask_stop(stop, s.model, step + 1, s.ctx)
+    return sums
+
+
+def _minibatch_epoch(
+    s: Session, x_train: Tensor, epoch: int, progress: bool, stop: StopHook | None
+) -> EpochSums:
+    """A fresh shuffle of (this rank's share of) the training set, one Adam step per batch."""
+    sums = EpochSums()
+    n_train, world = len(x_train), s.ctx.world_size
+    per_rank, local_bs = n_train // world, s.config.batch_size // world
+    perm = torch.randperm(n_train, generator=epoch_generator(s.config.seed, epoch))
+    perm = perm[s.ctx.rank * per_rank : (s.ctx.rank + 1) * per_rank].to(s.ctx.device)
+    step = (epoch - 1) * s.steps_per_epoch
+    batches = tqdm(
+        range(0, per_rank, local_bs),
+        desc=f"epoch {epoch}/{s.config.epochs}",
+        leave=False,
+        disable=not (progress and s.ctx.is_main),
+    )
+    for i in batches:
+        s.set_lr(step)
+        xb = x_train[perm[i : i + local_bs]]  # (B, 3, 32, 32)
+        loss, stats = train_step(
+            s.ddp_model,
+            s.optimizer,
+            xb,
+            lmbda=s.config.lmbda,
+            amp=s.amp,
+            memory_format=s.memory_format,
+        )
+        step += 1
+        _check_finite_loss(loss, epoch, step, s)
+        sums.add(loss, stats, len(xb))
+        if _ask_stop(stop, s.model, step, s.ctx):
+            sums.stopped = True
+            break
+    return sums
+
+
+def _ask_stop(
+    stop: StopHook | None, model: nn.Module, step: int, ctx: distributed.DistContext
+) -> bool:
+    """Rank 0 asks `stop`; every rank gets its answer (a collective only when there is a hook)."""
+    if stop is None:
+        return False
+    verdict = ctx.is_main and stop(model, step)
+    return distributed.all_sum(float(verdict), ctx) > 0
+
+
+# ---- set-up, bookkeeping and the loop ---------------------------------------------------------
+def _start(
     config: RunConfig,
-    out: Path,
+    run_dir: Path,
     ctx: distributed.DistContext,
+    x_train: Tensor,
     *,
     resume: bool,
     command: str,
-    progress: bool,
-    stop: Callable[[nn.Module, int], bool] | None,
-) -> list[dict[str, Any]]:
+) -> Session:
+    """Build the model and optimizer, restore them on resume, and write config.json."""
     device = ctx.device
     torch.manual_seed(config.seed)
-
-    # ---- data --------------------------------------------------------------------------
-    splits = load_blended(config.preset, mirror=config.mirror, cache=config.cache)
-    x_train = splits.train[: config.limit_train].to(device)  # (N, 3, 32, 32)
-    x_test = splits.test[: config.limit_test].to(device)
-    n_train = len(x_train)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-
-    # ---- model and optimizer -------------------------------------------------------------
-    spec = get_spec(config.model)
-    amp = use_bf16(config, spec.kind, device)
-    model = build_model(config.model, **config.model_args).to(device, memory_format=memory_format)
+    model = build_model(config.model, **config.model_args)
+    check_model(model, config.model, x_train[:1].cpu())
+    check_objective(model, config.model, config.lmbda)
+    model = model.to(device, memory_format=memory_format)
     optimizer = make_optimizer(model, config.lr, device)
-    metrics: list[dict[str, Any]] = []
-    start_epoch = 1
-    if resume:
-        ckpt = load_checkpoint(out)
-        model.load_state_dict(ckpt.model)
-        optimizer.load_state_dict(ckpt.optimizer)
-        match_param_layout(optimizer)
-        torch.set_rng_state(ckpt.rng["torch"])
-        metrics = ckpt.state["metrics"]
-        start_epoch = ckpt.state["epoch"] + 1
-        # The run's story: the command that started it, then each one that resumed it.
-        history = [*ckpt.state["commands"], command]
-    else:
-        history = [command]
-    machine = {  # what the epochs' `seconds` were measured on
-        "device": str(device),
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "world_size": ctx.world_size,
-        "bf16": amp,
-        "torch": torch.__version__,
-    }
-    ddp_model: nn.Module = model
-    if ctx.enabled:
-        ddp_model = DistributedDataParallel(model)
-
+    amp = use_bf16(config, model, device)
     if config.protocol == "seed-fullbatch":
         steps_per_epoch = 1
     else:
@@ -241,146 +308,162 @@ def _train(
                 f"{ctx.world_size} processes"
             )
         steps_per_epoch = math.ceil(
-            (n_train // ctx.world_size) / (config.batch_size // ctx.world_size)
+            (len(x_train) // ctx.world_size) / (config.batch_size // ctx.world_size)
         )
-    total_steps = steps_per_epoch * config.epochs
-
+    machine = {  # what the epochs' `seconds` were measured on
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "world_size": ctx.world_size,
+        "bf16": amp,
+        "torch": torch.__version__,
+    }
+    s = Session(
+        config, run_dir, ctx, model, model, optimizer, amp, memory_format, steps_per_epoch, 1
+    )
+    s.state = {"commands": [command], "machine": machine}
+    if resume:
+        ckpt = runs.load_checkpoint(run_dir)
+        model.load_state_dict(ckpt.model)
+        optimizer.load_state_dict(ckpt.optimizer)
+        match_param_layout(optimizer)
+        torch.set_rng_state(ckpt.rng["torch"])
+        s.metrics = ckpt.state["metrics"]
+        s.start_epoch = ckpt.state["epoch"] + 1
+        # The run's story: the command that started it, then each one that resumed it.
+        s.state["commands"] = [*ckpt.state.get("commands", []), command]
+    if ctx.enabled:
+        s.ddp_model = DistributedDataParallel(model)
     if ctx.is_main:
-        ensure_dir(out)
-        atomic_write_text(out / CONFIG, config.to_json())
+        runs.save_config(run_dir, config)
     distributed.barrier(ctx)
+    return s
 
-    # ---- epochs --------------------------------------------------------------------------
-    for epoch in range(start_epoch, config.epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        step = (epoch - 1) * steps_per_epoch
-        stat_sums: dict[str, float] = {}
-        if config.protocol == "seed-fullbatch":
-            # One Adam step on the mean loss over the whole (rank's share of the) set.
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(config, step, total_steps)
-            optimizer.zero_grad(set_to_none=True)
-            shard = x_train[ctx.rank :: ctx.world_size]
-            loss_sum = 0.0
-            for i in range(0, len(shard), FULLBATCH_CHUNK):
-                chunk = shard[i : i + FULLBATCH_CHUNK]
-                # DDP averages gradients over ranks, so scale by world size to get the global mean.
-                w = len(chunk) * ctx.world_size / n_train
-                loss, stats = forward_backward(
-                    ddp_model,
-                    spec.kind,
-                    chunk,
-                    lmbda=config.lmbda,
-                    weight=w,
-                    amp=amp,
-                    memory_format=memory_format,
-                )
-                loss_sum += loss * len(chunk)
-                for k, v in stats.items():
-                    stat_sums[k] = stat_sums.get(k, 0.0) + v * len(chunk)
-            optimizer.step()
-            seen = len(shard)
-            stopped = _ask_stop(stop, model, step + 1, ctx)
-        else:
-            perm = torch.randperm(n_train, generator=epoch_generator(config.seed, epoch))
-            per_rank = n_train // ctx.world_size
-            perm = perm[ctx.rank * per_rank : (ctx.rank + 1) * per_rank].to(device)
-            local_bs = config.batch_size // ctx.world_size
-            loss_sum, seen, stopped = 0.0, 0, False
-            bar = tqdm(
-                range(0, per_rank, local_bs),
-                desc=f"epoch {epoch}/{config.epochs}",
-                leave=False,
-                disable=not (progress and ctx.is_main),
+
+def _end_epoch(
+    s: Session, epoch: int, sums: EpochSums, x_test: Tensor, seconds_from: float
+) -> None:
+    """Reduce the epoch's sums, evaluate, log, and save metrics and checkpoint (rank 0)."""
+    seen = distributed.all_sum(sums.seen, s.ctx)
+    train_loss = distributed.all_sum(sums.loss, s.ctx) / seen
+    train_stats = {
+        f"train_{k}": distributed.all_sum(v, s.ctx) / seen for k, v in sums.stats.items()
+    }
+    if not s.ctx.is_main:
+        return
+    s.model.eval()
+    result = evaluate(
+        lambda x: s.model(x.contiguous(memory_format=s.memory_format)),  # float32
+        x_test,
+        lambda x: to_pixels(x, s.config.preset),
+        batch_size=s.config.eval_batch_size,
+        device=s.ctx.device,
+    )
+    record = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        **result,
+        **train_stats,
+        "seconds": time.perf_counter() - seconds_from,
+    }
+    s.metrics.append(record)
+    log.info(
+        "epoch %d/%d  train %.4f  test %.4f  psnr %.2f dB  ssim %.4f  %.1fs",
+        epoch,
+        s.config.epochs,
+        train_loss,
+        result["test_loss"],
+        result["test_psnr"],
+        result["test_ssim"],
+        record["seconds"],
+    )
+    if epoch == s.config.epochs and isinstance(s.model, CompressionModel):
+        s.model.update()  # freeze the codec's integer tables before the final save
+    checkpoint = runs.Checkpoint(
+        model=s.model.state_dict(),
+        optimizer=s.optimizer.state_dict(),
+        rng={"torch": torch.get_rng_state()},
+        state={"epoch": epoch, "metrics": s.metrics, **s.state},
+    )
+    runs.save_checkpoint(s.run_dir, checkpoint)
+    runs.write_metrics(s.run_dir, s.metrics)
+
+
+def plan_run(config: RunConfig, run_dir: Path, resume: bool, is_main: bool = True) -> bool:
+    """Whether training continues a checkpoint, after checking the folder (rank 0 alone).
+
+    A folder holding only a config (a run stopped before its first epoch ended) restarts
+    from epoch 1, with or without --resume; one holding anything else needs --resume.
+    """
+    if runs.has_checkpoint(run_dir):
+        if not resume:
+            raise BlendaeError(
+                f"{run_dir} holds a run already; pass --resume to continue it, or choose "
+                "another --out"
             )
-            for i in bar:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(config, step, total_steps)
-                xb = x_train[perm[i : i + local_bs]]  # (B, 3, 32, 32)
-                loss, stats = train_step(
-                    ddp_model,
-                    optimizer,
-                    spec.kind,
-                    xb,
-                    lmbda=config.lmbda,
-                    amp=amp,
-                    memory_format=memory_format,
+        if is_main:
+            runs.check_resume(runs.load_config(run_dir), config)
+        return True
+    if is_main and run_dir.exists():
+        if not run_dir.is_dir():
+            raise BlendaeError(f"--out {run_dir} is a file; choose a folder")
+        others = sorted(p.name for p in run_dir.iterdir() if not runs.is_restartable(p))
+        if others:
+            raise BlendaeError(
+                f"output folder {run_dir} is not empty ({', '.join(others[:3])}) and holds no "
+                "checkpoint to resume; choose another --out"
+            )
+    return False
+
+
+def train(
+    config: RunConfig,
+    run_dir: Path,
+    splits: BlendedSplits,
+    *,
+    resume: bool = False,
+    command: str = "",
+    progress: bool = True,
+    stop: StopHook | None = None,
+) -> list[dict[str, Any]]:
+    """Train (or resume) the run in folder `run_dir` on `splits`; returns per-epoch metrics.
+
+    `stop(model, step)` is asked on rank 0 after every optimizer step (time-to-quality
+    benchmarks); True ends the run at once, without evaluating or saving that epoch.
+    """
+    config.validate()
+    plan_run(config, run_dir, resume, distributed.is_main_process())  # fail before the lock
+    ctx = distributed.setup(config.device)
+    try:
+        with runs.lock(run_dir) if ctx.is_main else contextlib.nullcontext():
+            continues = plan_run(config, run_dir, resume, ctx.is_main)  # again, under the lock
+            if resume and not continues and ctx.is_main:
+                log.info("%s has no checkpoint yet: starting it from epoch 1", run_dir)
+            resume = continues
+            x_train = splits.train[: config.limit_train].to(ctx.device)  # (N, 3, 32, 32)
+            x_test = splits.test[: config.limit_test].to(ctx.device)
+            s = _start(config, run_dir, ctx, x_train, resume=resume, command=command)
+            if s.start_epoch > config.epochs:
+                log.info(
+                    "%s is finished (%d of %d epochs); to train it further, resume it with "
+                    "a larger --epochs",
+                    run_dir,
+                    s.start_epoch - 1,
+                    config.epochs,
                 )
-                step += 1
-                loss_sum += loss * len(xb)
-                seen += len(xb)
-                for k, v in stats.items():
-                    stat_sums[k] = stat_sums.get(k, 0.0) + v * len(xb)
-                if _ask_stop(stop, model, step, ctx):
-                    stopped = True
+            elif resume:
+                log.info("resuming %s at epoch %d of %d", run_dir, s.start_epoch, config.epochs)
+            for epoch in range(s.start_epoch, config.epochs + 1):
+                t0 = time.perf_counter()
+                s.model.train()
+                if config.protocol == "seed-fullbatch":
+                    sums = _fullbatch_epoch(s, x_train, len(x_train), epoch, stop)
+                else:
+                    sums = _minibatch_epoch(s, x_train, epoch, progress, stop)
+                if sums.stopped:
                     break
-        if stopped:
-            break
-        train_loss = distributed.all_sum(loss_sum, ctx) / distributed.all_sum(seen, ctx)
-        train_stats = {
-            f"train_{k}": distributed.all_sum(v, ctx) / distributed.all_sum(seen, ctx)
-            for k, v in stat_sums.items()
-        }
-
-        # ---- evaluation, metrics and checkpoint (rank 0) ----------------------------------
-        if ctx.is_main:
-            model.eval()
-            result = evaluate(
-                lambda x: model(x.contiguous(memory_format=memory_format)),  # float32, as evaluate
-                x_test,
-                lambda x: to_pixels(x, config.preset),
-                batch_size=config.eval_batch_size,
-                device=device,
-            )
-            record = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                **result,
-                **train_stats,
-                "seconds": time.perf_counter() - t0,
-            }
-            metrics.append(record)
-            log.info(
-                "epoch %d/%d  train %.4f  test %.4f  psnr %.2f dB  ssim %.4f  %.1fs",
-                epoch,
-                config.epochs,
-                train_loss,
-                result["test_loss"],
-                result["test_psnr"],
-                result["test_ssim"],
-                record["seconds"],
-            )
-            if epoch == config.epochs and hasattr(model, "update"):
-                model.update()  # freeze the codec's integer tables before the final save
-            save_checkpoint(
-                out,
-                Checkpoint(
-                    model=model.state_dict(),
-                    optimizer=optimizer.state_dict(),
-                    rng={"torch": torch.get_rng_state()},
-                    state={
-                        "epoch": epoch,
-                        "config": config.__dict__,
-                        "metrics": metrics,
-                        "commands": history,
-                        "machine": machine,
-                    },
-                ),
-            )
-            write_metrics(out, metrics)
-        distributed.barrier(ctx)
-    return metrics
-
-
-def _ask_stop(
-    stop: Callable[[nn.Module, int], bool] | None,
-    model: nn.Module,
-    step: int,
-    ctx: distributed.DistContext,
-) -> bool:
-    """Rank 0 asks `stop`; every rank gets its answer (a collective only when there is a hook)."""
-    if stop is None:
-        return False
-    verdict = ctx.is_main and stop(model, step)
-    return distributed.all_sum(float(verdict), ctx) > 0
+                _end_epoch(s, epoch, sums, x_test, t0)
+                distributed.barrier(ctx)
+            return s.metrics
+    finally:
+        distributed.teardown(ctx)

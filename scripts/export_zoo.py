@@ -1,4 +1,4 @@
-"""Export a finished `--codec` run into the shipped zoo: `python -m blendae.zoo.export RUN NAME`.
+"""Export a finished codec run into the shipped zoo: `python scripts/export_zoo.py RUN NAME`.
 
 Weights are stored as float16 (half the size; the integer tables stay int32) and loaded back
 as float32; the model id is computed from that loaded model, so it matches what users get.
@@ -8,45 +8,51 @@ The JSON records the run's config, final metrics, the training command and the d
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from blendae.codec import api
+from blendae import runs
+from blendae.codec import loader
 from blendae.data import load_blended
 from blendae.files import atomic_write, write_json
-from blendae.zoo import _folder
 
 
-def export(run: Path, name: str, command: str, dest: Path | None = None) -> dict:
-    """Copy run `run` into the zoo folder as `name`; returns the JSON metadata written."""
-    dest = dest or _folder()
-    config = json.loads((run / "config.json").read_text())
-    state = load_file(str(run / "model.safetensors"))
-    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    weights = dest / f"{name}.safetensors"
-    atomic_write(weights, lambda tmp: save_file(half, str(tmp)))
-    codec = api.build_codec(name, config["model"], config["model_args"], weights)
+def export(run: Path, name: str, command: str, dest: Path) -> dict:
+    """Copy run `run` into the zoo folder `dest` as `name`; returns the JSON metadata written."""
+    config, model = runs.load_model(run)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    atomic_write(dest / f"{name}.safetensors", lambda tmp: save_file(half, str(tmp)))
+    reloaded = type(model)(**config.model_args)
+    reloaded.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in half.items()}
+    )
     # The blend's manifest (from the cache) names the exact source files and preset.
     manifest = load_blended(
-        config["preset"], mirror=config["mirror"], cache=config["cache"], progress=False
+        config.preset, mirror=config.mirror, cache=config.cache, progress=False
     ).manifest
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    state = runs.load_checkpoint(run).state
+    metrics = state["metrics"]
     meta = {
         "name": name,
-        "id": codec.model_id.hex(),
-        "model": config["model"],
-        "model_args": config["model_args"],
-        "lmbda": config["lmbda"],
+        "id": loader.model_id(reloaded).hex(),
+        "model": config.model,
+        "model_args": config.model_args,
+        "preset": config.preset,
+        "lmbda": config.lmbda,
         "command": command,
         "data": {
             "train": "blended CIFAR-10/MNIST train split, 50,000 images "
-            f"(limit_train={config['limit_train']})",
+            f"(limit_train={config.limit_train})",
             **{k: manifest.get(k) for k in ("preset", "key", "pairing", "sources_sha256")},
         },
-        "training": {k: config[k] for k in ("epochs", "batch_size", "lr", "lr_schedule", "seed")},
+        "training": {
+            k: v
+            for k, v in dataclasses.asdict(config).items()
+            if k in ("epochs", "batch_size", "lr", "lr_schedule", "seed")
+        },
         "final_metrics": metrics[-1],
         "train_seconds": round(sum(m["seconds"] for m in metrics), 1),
         "torch": torch.__version__,
@@ -60,8 +66,9 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="run folder (config.json, model.safetensors)")
     parser.add_argument("name", help="zoo name, e.g. q1")
     parser.add_argument("--command", required=True, help="the command that trained the run")
+    parser.add_argument("--dest", type=Path, default=loader.zoo_folder(), help="zoo folder")
     args = parser.parse_args()
-    meta = export(args.run, args.name, args.command)
+    meta = export(args.run, args.name, args.command, args.dest)
     print(f"{args.name}: id {meta['id']}, λ={meta['lmbda']}, {meta['train_seconds']} s")
 
 

@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from safetensors.torch import save_file
 
-from blendae.codec import api, stream
+from blendae import codec as api
+from blendae.codec import container as stream
 from blendae.errors import BlendaeError
-from blendae.models.factorized import FactorizedPrior
+from conftest import make_codec_run
 
 FIXTURES_OK = [HealthCheck.function_scoped_fixture]  # the fixtures are module-scoped, reused
 
 
-def make_run(folder: Path, seed: int = 0) -> str:
-    """A run folder holding a tiny, untrained but updated codec (fast to code with)."""
-    torch.manual_seed(seed)
-    model = FactorizedPrior(N=8, M=4)
-    model.update()
-    folder.mkdir(parents=True)
-    save_file(model.state_dict(), folder / "model.safetensors")
-    (folder / "config.json").write_text(
-        json.dumps({"model": "factorized", "model_args": {"N": 8, "M": 4}})
-    )
-    return str(folder)
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return make_run(tmp_path_factory.mktemp("codec") / "run")
+def run(codec_run: str) -> str:
+    return codec_run
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +31,20 @@ def valid(run: str) -> bytes:
 
 def test_header_round_trip_and_size() -> None:
     header = stream.Header(b"\x01\x02\x03\x04", 32, 200, 3)
-    words = np.array([7, 0x00012345], dtype=np.uint32)
-    data = stream.pack(header, words)
-    assert len(data) == 2 + 1 + 4 + 1 + 1 + 2 + 4 + 7  # 200 needs 2 varint bytes; 1 zero stripped
-    parsed, parsed_words = stream.unpack(data)
-    assert parsed == header and np.array_equal(parsed_words, words)
+    data = stream.pack(header, [b"payload"])
+    assert len(data) == 2 + 1 + 4 + 1 + 1 + 2 + 4 + 7  # 200 needs 2 varint bytes
+    parsed, payload = stream.unpack(data)
+    assert parsed == header and payload == b"payload"
+    assert stream.split_strings(payload, 1) == [b"payload"]
+
+
+def test_several_strings_round_trip() -> None:
+    header = stream.Header(bytes(4), 8, 8, 1)
+    strings = [b"z" * 3, b"", b"y" * 200]
+    _, payload = stream.unpack(stream.pack(header, strings))
+    assert stream.split_strings(payload, 3) == strings
+    with pytest.raises(BlendaeError, match="truncated"):
+        stream.split_strings(payload[:3], 3)
 
 
 def test_every_truncation_is_a_clear_error(run: str, valid: bytes) -> None:
@@ -77,7 +71,7 @@ def test_foreign_and_future_files(run: str, valid: bytes) -> None:
 
 
 def test_a_file_from_another_model(run: str, valid: bytes, tmp_path: Path) -> None:
-    other = make_run(tmp_path / "other", seed=1)
+    other = make_codec_run(tmp_path / "other", seed=1)
     with pytest.raises(BlendaeError, match="made by codec model"):
         api.decompress(valid, other)
     with pytest.raises(BlendaeError, match="made by codec model"):

@@ -4,18 +4,23 @@ The prior is the non-parametric per-channel density of Ballé et al., "Variation
 compression with a scale hyperprior" (ICLR 2018, appendix 6.1), used as the factorized
 entropy model of Ballé et al., "End-to-end optimized image compression" (ICLR 2017).
 `forward()` gives likelihoods for training; `update()` freezes integer tables that are the
-only thing the entropy coder ever sees, so encoder and decoder agree bit for bit.
+only thing the entropy coder (constriction's ANS) ever sees, so encoder and decoder agree bit
+for bit; only `compress`/`decompress` touch the coder.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import constriction
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from blendae.errors import BlendaeError
 
 PRECISION = 24  # bits of the integer probabilities: constriction's default coders use 24
 TAIL_MASS = 1e-7  # mass per side left outside a channel's table (clamped to its edge symbol)
@@ -38,6 +43,20 @@ def quantize(x: Tensor, mode: str) -> Tensor:
     if mode == "symbols":
         return torch.round(x).to(torch.int32)
     raise ValueError(f"unknown quantize mode {mode!r}; choose one of {QUANTIZE_MODES}")
+
+
+def bits_per_pixel(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
+    """The rate: −Σ log2 p over every latent, per image pixel (0 when there are no latents)."""
+    total = sum((torch.log(lik.float()).sum() for lik in likelihoods.values()), torch.zeros(()))
+    return -total / (math.log(2) * num_pixels)
+
+
+def _words_to_bytes(words: np.ndarray) -> bytes:
+    """ANS words → little-endian bytes without up to 3 trailing zero bytes (the last word is
+    often small); a reader pads with zero bytes to a multiple of 4."""
+    data = words.astype("<u4").tobytes()
+    strip = min(3, len(data) - len(data.rstrip(b"\0")))
+    return data[: len(data) - strip]
 
 
 class _LowerBound(torch.autograd.Function):
@@ -88,7 +107,7 @@ class EntropyBottleneck(nn.Module):
         # Frozen coding tables, filled by update(); empty until then.
         self.register_buffer("_pmf", torch.zeros(channels, 0, dtype=torch.int32))
         self.register_buffer("_offset", torch.zeros(channels, dtype=torch.int32))
-        self._coder_probs: np.ndarray | None = None
+        self._coder_models: list[Any] | None = None  # built from the tables on first use
 
     # ---- the density ----------------------------------------------------------------------
     def _logits_cdf(self, v: Tensor) -> Tensor:
@@ -158,7 +177,7 @@ class EntropyBottleneck(nn.Module):
         assert bool((pmf.sum(dim=1) == total).all()) and bool((pmf >= 1).all())
         self._pmf = pmf.to(torch.int32)
         self._offset = (start - MAX_SUPPORT).to(torch.int32)
-        self._coder_probs = None
+        self._coder_models = None
 
     def _load_from_state_dict(
         self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any
@@ -168,7 +187,7 @@ class EntropyBottleneck(nn.Module):
             stored = state_dict.get(prefix + name)
             if stored is not None:
                 setattr(self, name, torch.empty_like(stored, device=self._pmf.device))
-        self._coder_probs = None
+        self._coder_models = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _require_tables(self) -> None:
@@ -187,17 +206,58 @@ class EntropyBottleneck(nn.Module):
         exact in float32) s is exactly 1, so the coder uses exactly the stored integers.
         """
         self._require_tables()
-        if self._coder_probs is None:
-            self._coder_probs = (self._pmf.cpu().numpy().astype(np.int64) - 1).astype(np.float32)
-        return self._coder_probs
+        return (self._pmf.cpu().numpy().astype(np.int64) - 1).astype(np.float32)
 
-    def compress(self, y: Tensor) -> Tensor:
+    def _channel_models(self) -> list[Any]:
+        """One constriction categorical per channel, built once from the frozen tables."""
+        if self._coder_models is None:
+            self._coder_models = [
+                constriction.stream.model.Categorical(row, perfect=False)
+                for row in self.coder_probabilities()
+            ]
+        return self._coder_models
+
+    def indices(self, y: Tensor) -> Tensor:
         """Latent y (B, C, H, W) → int32 table indices (B, C, H, W), each in [0, L)."""
         self._require_tables()
         indices = quantize(y, "symbols") - self._offset.view(1, -1, 1, 1)
         return indices.clamp_(0, self._pmf.shape[1] - 1)
 
-    def decompress(self, indices: Tensor) -> Tensor:
-        """Table indices (B, C, H, W) → y_hat as floats, the exact inverse of `compress`."""
+    def dequantize(self, indices: Tensor) -> Tensor:
+        """Table indices (B, C, H, W) → y_hat as floats, the exact inverse of `indices`."""
         self._require_tables()
         return (indices.to(torch.int64) + self._offset.view(1, -1, 1, 1)).to(torch.float32)
+
+    def compress(self, y: Tensor) -> list[bytes]:
+        """Latent y (B, C, H, W) → one ANS byte string per image.
+
+        Channels are pushed last to first so that channel 0 decodes first; the words equal
+        one lazy `Categorical(perfect=False)` call over all indices in channel-major order
+        (constriction documents the two as binary compatible; a test checks). The words are
+        stored little-endian without up to 3 trailing zero bytes (see docs/format.md).
+        """
+        models = self._channel_models()
+        strings = []
+        for symbols in self.indices(y).cpu().numpy():  # (C, H, W)
+            coder = constriction.stream.stack.AnsCoder()
+            for channel in reversed(range(len(symbols))):
+                coder.encode_reverse(symbols[channel].reshape(-1), models[channel])
+            strings.append(_words_to_bytes(coder.get_compressed()))
+        return strings
+
+    def decompress(self, strings: Sequence[bytes], size: tuple[int, int]) -> Tensor:
+        """ANS byte strings → y_hat (B, C, *size); a malformed string is a `BlendaeError`."""
+        models = self._channel_models()
+        h, w = size
+        symbols = []
+        for data in strings:
+            words = np.frombuffer(data + b"\0" * (-len(data) % 4), dtype="<u4").astype(np.uint32)
+            try:
+                coder = constriction.stream.stack.AnsCoder(words)
+                symbols.append(np.stack([coder.decode(model, h * w) for model in models]))
+            except (ValueError, RuntimeError) as exc:
+                raise BlendaeError(f"corrupt .bae payload: {exc}") from exc
+            if not coder.is_empty():
+                raise BlendaeError("corrupt .bae payload: data left over after the last symbol")
+        indices = torch.from_numpy(np.stack(symbols)).reshape(len(strings), -1, h, w)
+        return self.dequantize(indices)

@@ -1,4 +1,4 @@
-"""The `.bae` file format: a 14-byte header at 32×32, then the ANS-coded latent.
+"""The `.bae` container: a 14-byte header at 32×32, then the model's coded byte strings.
 
 See docs/format.md for the byte layout. Parsing is strict: every malformed input becomes a
 `BlendaeError` that says what is wrong, before any decoding work is done.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-
-import numpy as np
 
 from blendae.errors import BlendaeError
 
@@ -24,7 +22,7 @@ CHANNELS = (1, 3)
 class Header:
     """What a `.bae` file says about its image and the model that coded it."""
 
-    model_id: bytes  # MODEL_ID_BYTES bytes: see `blendae.codec.api.model_id`
+    model_id: bytes  # MODEL_ID_BYTES bytes: see `blendae.codec.loader.model_id`
     height: int
     width: int
     channels: int  # 1 (gray) or 3 (RGB)
@@ -54,17 +52,15 @@ def _read_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
     raise BlendaeError(f"corrupt .bae header: {what} field longer than 3 bytes")
 
 
-def pack(header: Header, words: np.ndarray) -> bytes:
-    """Header + ANS words (uint32) → file bytes; the CRC-32 covers every other byte."""
+def pack(header: Header, strings: list[bytes]) -> bytes:
+    """Header + a model's byte strings for one image → file bytes.
+
+    One string is stored as is; several are preceded by the varint lengths of all but the
+    last. The CRC-32 covers every other byte.
+    """
     assert len(header.model_id) == MODEL_ID_BYTES and header.channels in CHANNELS
     assert 1 <= header.height <= MAX_SIDE and 1 <= header.width <= MAX_SIDE
-    payload = words.astype("<u4").tobytes()
-    # The last word is often small: drop up to 3 high (trailing) zero bytes; the length
-    # mod 4 tells the reader how many to put back.
-    strip = 0
-    while strip < 3 and len(payload) - strip > 0 and payload[len(payload) - 1 - strip] == 0:
-        strip += 1
-    payload = payload[: len(payload) - strip]
+    payload = b"".join(_varint(len(s)) for s in strings[:-1]) + b"".join(strings)
     head = (
         MAGIC
         + bytes([VERSION])
@@ -77,8 +73,8 @@ def pack(header: Header, words: np.ndarray) -> bytes:
     return head + crc.to_bytes(4, "little") + payload
 
 
-def unpack(data: bytes) -> tuple[Header, np.ndarray]:
-    """File bytes → (header, ANS words as uint32); raises `BlendaeError` on any defect."""
+def unpack(data: bytes) -> tuple[Header, bytes]:
+    """File bytes → (header, payload); raises `BlendaeError` on any defect."""
     if len(data) < len(MAGIC) + 1:
         raise BlendaeError(f"not a .bae file: only {len(data)} bytes")
     if data[: len(MAGIC)] != MAGIC:
@@ -110,6 +106,20 @@ def unpack(data: bytes) -> tuple[Header, np.ndarray]:
         raise BlendaeError(f"corrupt .bae header: {channels} channels (expected 1 or 3)")
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise BlendaeError(f"corrupt .bae header: image size {height}x{width}")
-    padded = payload + b"\x00" * (-len(payload) % 4)
-    words = np.frombuffer(padded, dtype="<u4").astype(np.uint32)
-    return Header(model_id, height, width, channels), words
+    return Header(model_id, height, width, channels), payload
+
+
+def split_strings(payload: bytes, count: int) -> list[bytes]:
+    """The payload of `pack` → its `count` byte strings."""
+    lengths = []
+    pos = 0
+    for i in range(count - 1):
+        length, pos = _read_varint(payload, pos, f"length of string {i}")
+        lengths.append(length)
+    strings = []
+    for length in lengths:
+        if pos + length > len(payload):
+            raise BlendaeError("truncated .bae payload: a string ends past the file")
+        strings.append(payload[pos : pos + length])
+        pos += length
+    return [*strings, payload[pos:]]

@@ -1,0 +1,126 @@
+"""Which codec model codes a file: shipped models and run folders, loaded and identified.
+
+A codec is a trained `CompressionModel` with frozen tables, the input space (preset) it
+was trained in, and the 4-byte identifier its `.bae` files carry. Shipped models live in
+`blendae/zoo/` as `NAME.safetensors` (weights and integer tables) and `NAME.json` (what
+trained them, their id and preset).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from blendae import runs
+from blendae.codec import container
+from blendae.data import PRESETS
+from blendae.errors import BlendaeError
+from blendae.models import CompressionModel, build_model
+
+DEFAULT = "q3"  # the operating point `blendae compress` uses without --model
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A loaded codec model ready to code, and what its files need to say about it."""
+
+    name: str
+    model: CompressionModel
+    model_id: bytes
+    preset: str  # the input space the model was trained in (see `blendae.data.to_pixels`)
+
+
+def zoo_folder() -> Path:
+    return Path(str(resources.files("blendae") / "zoo"))
+
+
+@lru_cache(maxsize=1)
+def zoo_entries() -> dict[str, dict[str, Any]]:
+    """Name → metadata of every shipped codec model, in name order."""
+    found: dict[str, dict[str, Any]] = {}
+    for meta_path in sorted(zoo_folder().glob("q*.json")):
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        found[meta["name"]] = meta
+    return found
+
+
+def model_id(model: nn.Module) -> bytes:
+    """Short hash of every weight and table (names, dtypes, shapes, bytes) in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.numpy().tobytes())
+    return digest.digest()[: container.MODEL_ID_BYTES]
+
+
+def _ready(name: str, model: nn.Module, model_name: str, preset: str) -> Codec:
+    """Check that `model` (weights loaded) can code, and wrap it as a `Codec`."""
+    if not isinstance(model, CompressionModel):
+        raise BlendaeError(
+            f"{name}: model {model_name!r} is not a codec; train a codec model (e.g. "
+            "--model factorized --lambda 0.01)"
+        )
+    if preset not in PRESETS:
+        raise BlendaeError(f"{name}: unknown input space (preset) {preset!r}")
+    if not model.is_updated:
+        raise BlendaeError(
+            f"{name}: the model has no coding tables (saved before update()); finish training it"
+        )
+    model = model.eval().to(memory_format=torch.channels_last)  # faster oneDNN convolutions
+    return Codec(name, model, model_id(model), preset)
+
+
+def _load_shipped(name: str) -> Codec:
+    meta = zoo_entries()[name]
+    model = build_model(meta["model"], **meta["model_args"])
+    path = zoo_folder() / f"{name}.safetensors"
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except (OSError, SafetensorError, RuntimeError) as exc:
+        raise BlendaeError(f"shipped model {name!r} is damaged ({exc}); reinstall blendae") from exc
+    codec = _ready(name, model, meta["model"], meta["preset"])
+    if codec.model_id.hex() != meta["id"]:
+        raise BlendaeError(f"shipped model {name!r} is damaged: reinstall blendae")
+    return codec
+
+
+@lru_cache(maxsize=16)
+def load_codec(model: str | None = None) -> Codec:
+    """A shipped model by name (None: the default one), or a run folder of a codec model."""
+    name = DEFAULT if model is None else model
+    if name in zoo_entries():
+        return _load_shipped(name)
+    if not Path(name).is_dir():
+        raise BlendaeError(
+            f"unknown codec model {name!r}; shipped models: {', '.join(zoo_entries())} "
+            "(or pass the run folder of a trained codec model)"
+        )
+    config, trained = runs.load_model(Path(name))
+    return _ready(name, trained, config.model, config.preset)
+
+
+def codec_for(ident: bytes, model: str | None) -> Codec:
+    """The codec that wrote a file with id `ident`: the one asked for, else a shipped one."""
+    if model is not None:
+        codec = load_codec(model)
+        if codec.model_id == ident:
+            return codec
+    for name, meta in zoo_entries().items():
+        if meta["id"] == ident.hex():
+            return load_codec(name)
+    raise BlendaeError(
+        f"the file was made by codec model {ident.hex()}, which is "
+        + (f"not {model!r} (id {load_codec(model).model_id.hex()}) nor " if model else "not ")
+        + "a shipped model; pass the run folder of the model that made it with --model"
+    )
