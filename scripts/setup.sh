@@ -12,4 +12,10 @@ fi
 if ! python -c "import torch" 2>/dev/null; then
     python -m pip install --quiet --disable-pip-version-check "${BLENDAE_TORCH:-torch==2.13.0}"
 fi
-python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# Reinstall only when pyproject.toml changed since the last install (a stamp of its hash).
+stamp=.venv/.blendae-installed
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    python -m pip install --quiet --disable-pip-version-check -e ".[test,serve,tensorboard]"
+    echo "$want" > "$stamp"
+fi

@@ -120,6 +120,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         const=False,
         help="train mini-batches in float32 even where bf16 autocast is available",
     )
+    p.add_argument(
+        "--no-tensorboard",
+        dest="tensorboard",
+        action="store_const",
+        const=False,
+        help="write no TensorBoard events (on by default when tensorboard is installed)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     _add_data_options(p)
 
@@ -159,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", default=None, help="shipped model name or run folder (default: the zoo default)"
     )
+    p.add_argument(
+        "-f", "--force", action="store_true", help="replace existing output files (never inputs)"
+    )
+    p.add_argument(
+        "-r", "--recursive", action="store_true", help="code subfolders too, mirrored under -o"
+    )
 
     p = sub.add_parser("decompress", help=".bae files (or folders of them) → PNG")
     p.add_argument("inputs", nargs="+", type=Path)
@@ -170,6 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="run folder of the model that made the files, if it is not a shipped one",
     )
+    p.add_argument(
+        "-f", "--force", action="store_true", help="replace existing output files (never inputs)"
+    )
+    p.add_argument(
+        "-r", "--recursive", action="store_true", help="code subfolders too, mirrored under -o"
+    )
+    p = sub.add_parser(
+        "serve", help="a local web page: the codec next to WebP and AVIF, and your runs"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (loopback: this machine only)"
+    )
+    p.add_argument("--port", type=_positive_int, default=8000, help="TCP port")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders to show")
     return parser
 
 
@@ -235,15 +262,25 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> None:
         final = evaluate_run(args.run_dir, _load_data(runs.load_config(args.run_dir)))
         print(json.dumps(final))
     elif args.command == "compress":
-        from blendae.codec import compress_paths
+        from blendae.codec.files import compress_files
 
-        for path in compress_paths(args.inputs, args.out, model=args.model):
-            print(path)
+        report = compress_files(
+            args.inputs, args.out, model=args.model, force=args.force, recursive=args.recursive
+        )
+        print("\n".join(map(str, report.written)))
+        print("\n".join(f"blendae: {line}" for line in report.lines()), file=sys.stderr)
+    elif args.command == "serve":
+        from blendae.serve import serve
+
+        serve(host=args.host, port=args.port, runs_dir=args.runs)
     elif args.command == "decompress":
-        from blendae.codec import decompress_paths
+        from blendae.codec.files import decompress_files
 
-        for path in decompress_paths(args.inputs, args.out, model=args.model):
-            print(path)
+        report = decompress_files(
+            args.inputs, args.out, model=args.model, force=args.force, recursive=args.recursive
+        )
+        print("\n".join(map(str, report.written)))
+        print("\n".join(f"blendae: {line}" for line in report.lines()), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ PROTOCOLS = ("minibatch", "seed-fullbatch")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("cpu", "cuda")
 # Options that may differ when a run is resumed: they change how, not what, is trained.
-RESUMABLE = ("epochs", "device", "mirror", "cache")
+RESUMABLE = ("epochs", "device", "mirror", "cache", "tensorboard")
 
 
 @dataclass
@@ -51,6 +51,7 @@ class RunConfig:
     # (~1.3x faster steps here, same test PSNR); seed-fullbatch always runs in float32.
     bf16: bool = True
     eval_batch_size: int = 1000
+    tensorboard: bool = True  # event files in RUN/tensorboard/ when the package is installed
     fullbatch_chunk: int = 2500  # images per forward/backward in seed-fullbatch: memory only
 
     def validate(self) -> None:

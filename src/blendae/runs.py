@@ -37,6 +37,7 @@ FINAL = "final.json"
 SUMMARY = "summary.md"
 LOSS_PLOT = "loss.png"
 RECONSTRUCTIONS = "reconstructions.png"
+TENSORBOARD = "tensorboard"  # a folder of TensorBoard event files
 LOCK = ".lock"
 FORMAT = "blendae-checkpoint-1"
 

@@ -14,6 +14,7 @@ through `blendae.runs`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import platform
@@ -36,6 +37,7 @@ from blendae.evaluation.metrics import evaluate
 from blendae.models import CompressionModel, build_model
 from blendae.training import distributed
 from blendae.training.losses import check_objective, loss_fn
+from blendae.training.tensorboard import TensorBoardLogger, tensorboard_available
 
 log = logging.getLogger("blendae")
 
@@ -168,6 +170,7 @@ class Session:
     start_epoch: int
     metrics: list[dict[str, Any]] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)  # commands, machine
+    tensorboard: TensorBoardLogger | None = None  # rank 0, when on and installed
 
     @property
     def total_steps(self) -> int:
@@ -336,14 +339,28 @@ def _start(
         s.ddp_model = DistributedDataParallel(model)
     if ctx.is_main:
         runs.save_config(run_dir, config)
+        if config.tensorboard and tensorboard_available():
+            hparams = dataclasses.asdict(config)
+            s.tensorboard = TensorBoardLogger(run_dir / runs.TENSORBOARD, hparams, s.start_epoch)
+        elif config.tensorboard:
+            log.info("no TensorBoard events: pip install 'blendae[tensorboard]' to get them")
     distributed.barrier(ctx)
     return s
+
+
+def _grid(s: Session, x: Tensor) -> Tensor:
+    """uint8 (3, 2·H, n·W): test images (top row) above their reconstructions (bottom row)."""
+    with torch.no_grad():
+        x_hat = s.model(x.contiguous(memory_format=s.memory_format))["x_hat"].float()
+    rows = [to_pixels(t, s.config.preset).clamp(0, 255).round().byte().cpu() for t in (x, x_hat)]
+    return torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)
 
 
 def _end_epoch(
     s: Session, epoch: int, sums: EpochSums, x_test: Tensor, seconds_from: float
 ) -> None:
     """Reduce the epoch's sums, evaluate, log, and save metrics and checkpoint (rank 0)."""
+    train_seconds = time.perf_counter() - seconds_from
     seen = distributed.all_sum(sums.seen, s.ctx)
     train_loss = distributed.all_sum(sums.loss, s.ctx) / seen
     train_stats = {
@@ -377,6 +394,13 @@ def _end_epoch(
         result["test_ssim"],
         record["seconds"],
     )
+    if s.tensorboard is not None:
+        s.tensorboard.log_epoch(
+            record,
+            lr=s.optimizer.param_groups[0]["lr"],
+            images_per_second=seen / train_seconds,
+            grids={"reconstructions": _grid(s, x_test[:8])},
+        )
     if epoch == s.config.epochs and isinstance(s.model, CompressionModel):
         s.model.update()  # freeze the codec's integer tables before the final save
     checkpoint = runs.Checkpoint(
@@ -464,6 +488,10 @@ def train(
                     break
                 _end_epoch(s, epoch, sums, x_test, t0)
                 distributed.barrier(ctx)
+            if s.tensorboard is not None:
+                if s.metrics and s.metrics[-1]["epoch"] == config.epochs:
+                    s.tensorboard.finish(s.metrics[-1])
+                s.tensorboard.close()
             return s.metrics
     finally:
         distributed.teardown(ctx)

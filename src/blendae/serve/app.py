@@ -1,0 +1,177 @@
+"""The web app: static page + a JSON API for the compare and runs views.
+
+Nothing is written anywhere: uploads are read into memory (bounded), coded in memory, and
+the results go back as base64 inside the JSON. Errors are JSON `{"error": message}` with a
+4xx status, which the page shows as they are.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from blendae.errors import BlendaeError
+from blendae.serve import compare, runs_view
+
+STATIC = Path(str(resources.files("blendae.serve") / "static"))
+SAMPLES = STATIC / "samples"
+T = TypeVar("T")
+
+
+class BodyTooLarge(compare.UploadError):
+    """A request body over the upload limit (answered with 413)."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_body(request: Request, limit: int = compare.MAX_UPLOAD_BYTES) -> bytes:
+    """The request body, refused as soon as it passes `limit` bytes (declared or sent)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the file is {int(declared):,} bytes; the page takes at most {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the file is over {limit:,} bytes, the most the page takes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _shape(pixels: np.ndarray) -> dict[str, int]:
+    h, w = pixels.shape[:2]
+    return {"width": w, "height": h, "channels": 1 if pixels.ndim == 2 else 3, "pixels": h * w}
+
+
+def _point(point: compare.Point, original: np.ndarray) -> dict[str, Any]:
+    return {
+        **point.summary(original),
+        "file": _b64(point.data),  # the coded file itself, for download
+        "image": _b64(compare.to_png(point.decoded)),  # what its decoder gives, lossless
+    }
+
+
+def _compare_json(data: bytes) -> dict[str, Any]:
+    pixels = compare.decode_upload(data)
+    rows = compare.compare(pixels)
+    return {
+        **_shape(pixels),
+        "original": {"bytes": len(data), "image": _b64(compare.to_png(pixels))},
+        "rows": [
+            {
+                "blendae": _point(row.blendae, pixels),
+                "webp": _point(row.webp, pixels),
+                "avif": _point(row.avif, pixels),
+            }
+            for row in rows
+        ],
+    }
+
+
+def _decode_json(data: bytes) -> dict[str, Any]:
+    pixels = compare.decode_bae(data)
+    shape = _shape(pixels)
+    return {
+        **shape,
+        "bytes": len(data),
+        "bpp": 8 * len(data) / shape["pixels"],
+        "image": _b64(compare.to_png(pixels)),
+    }
+
+
+def create_app(runs_dir: Path) -> FastAPI:
+    """The app serving the page, the compare API and the runs under `runs_dir`."""
+    app = FastAPI(title="blendae", docs_url=None, redoc_url=None, openapi_url=None)
+    work = threading.Lock()  # one coding job at a time: torch already uses every core
+
+    async def locked(fn: Callable[[bytes], T], data: bytes) -> T:
+        def run() -> T:
+            with work:
+                return fn(data)
+
+        return await run_in_threadpool(run)
+
+    # ---- errors: JSON with a message, never a stack trace -------------------------------------
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return _error(413, str(exc))
+
+    @app.exception_handler(runs_view.RunNotFound)
+    async def not_found(request: Request, exc: runs_view.RunNotFound) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(BlendaeError)  # bad uploads, corrupt .bae files, bad run names
+    async def user_error(request: Request, exc: BlendaeError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, f"bad request: {exc.errors()}")
+
+    @app.exception_handler(Exception)  # a bug: still a message the page can show
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error ({type(exc).__name__}); see the server's log")
+
+    # ---- the page -----------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # ---- compare --------------------------------------------------------------------------------
+    @app.get("/api/models")
+    async def models() -> dict[str, Any]:
+        return {"models": compare.shipped_models(), "max_pixels": compare.MAX_PIXELS}
+
+    @app.get("/api/samples")
+    async def samples() -> dict[str, Any]:
+        names = sorted(p.name for p in SAMPLES.glob("*.png")) if SAMPLES.is_dir() else []
+        return {"samples": [f"/static/samples/{name}" for name in names]}
+
+    @app.post("/api/compare")
+    async def compare_image(request: Request) -> dict[str, Any]:
+        """Body: an image file. Every blendae point with its nearest WebP and AVIF."""
+        return await locked(_compare_json, await _read_body(request))
+
+    @app.post("/api/decode")
+    async def decode(request: Request) -> dict[str, Any]:
+        """Body: a .bae file. Its decoded image as PNG."""
+        return await locked(_decode_json, await _read_body(request))
+
+    # ---- runs -----------------------------------------------------------------------------------
+    @app.get("/api/runs")
+    async def runs() -> dict[str, Any]:
+        return {"root": str(runs_dir), "runs": runs_view.list_runs(runs_dir)}
+
+    @app.get("/api/runs/{name}")
+    async def run(name: str) -> dict[str, Any]:
+        return runs_view.read_run(runs_view.run_folder(runs_dir, name), details=True)
+
+    @app.get("/api/runs/{name}/files/{file}")
+    async def run_file(name: str, file: str) -> FileResponse:
+        return FileResponse(runs_view.run_file(runs_dir, name, file), media_type="image/png")
+
+    return app
