@@ -7,25 +7,23 @@ plots the final test PSNR against the number of latent values into `docs/latent_
 All sizes get the same epochs and training images, which the title states: on a 2-core
 CPU the sweep is short, so read it for the trend.
 
-    python benchmarks/latent_sweep.py --epochs 2 --limit-train 20000
+    python -m benchmarks.latent_sweep --epochs 2 --limit-train 20000
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+from benchmarks.common import header
 from blendae.config import RunConfig
+from blendae.data import load_blended
 from blendae.evaluation import plots  # noqa: F401  # selects matplotlib's file-only backend
 from blendae.files import atomic_write
-from blendae.models.registry import DEFAULT_MODEL
+from blendae.models import DEFAULT_MODEL
 from blendae.training.loop import train
-from common import header
 
 LATENT_CHANNELS = (8, 16, 32, 64, 128)
 LATENT_HW = 4 * 4  # the default model downsamples 32×32 by 2^3
@@ -45,7 +43,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="blendae-sweep-") as tmp:
         for channels in args.latents:
             config = RunConfig(
-                out=f"{tmp}/latent{channels}",
                 model=DEFAULT_MODEL,
                 model_args={"latent_channels": channels},
                 preset="unit",
@@ -55,7 +52,8 @@ def main() -> None:
                 lr_schedule="cosine",  # a settled last epoch: short constant-lr runs jump ±2 dB
             )
             t0 = time.perf_counter()
-            last = train(config, progress=False)[-1]
+            splits = load_blended(config.preset, mirror=config.mirror, cache=config.cache)
+            last = train(config, Path(tmp) / f"latent{channels}", splits, progress=False)[-1]
             rows.append((channels, last["test_psnr"], last["test_ssim"], time.perf_counter() - t0))
             print(
                 f"latent {channels:4d}x4x4 = {channels * LATENT_HW:5d} values: "

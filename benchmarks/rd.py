@@ -6,7 +6,7 @@ pixels of all images (not a mean of per-image PSNRs); encode and decode images p
 (the codec batched, Pillow one image at a time). Prints a table, the Bjøntegaard delta rate
 against WebP, and writes the RD plot. The last line is exactly `bd-rate-vs-webp P%`.
 
-    python benchmarks/rd.py [--limit 1000] [--quick] [--plot docs/rd.png] [--threads 1]
+    python -m benchmarks.rd [--limit 1000] [--quick] [--plot docs/rd.png] [--threads 1]
 """
 
 from __future__ import annotations
@@ -22,14 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from blendae import zoo
-from blendae.codec import api
+from benchmarks.common import header
+from blendae import codec as api
 from blendae.data import load_blended, to_pixels
 from blendae.evaluation import plots  # noqa: F401  # selects matplotlib's file-only backend
 from blendae.files import atomic_write
-from common import header
 
 JPEG_QUALITIES = (10, 30, 50, 75, 90)
 WEBP_QUALITIES = (0, 5, 25, 50, 75, 90, 95)
@@ -177,7 +174,7 @@ def main() -> None:
     print(f"Pillow {Image.__version__}", file=sys.stderr)
 
     points: list[Point] = []
-    for name in zoo.entries():
+    for name in api.zoo_entries():
         api.compress(images[0], name)  # load and warm up outside the timing
         points.append(
             measure(

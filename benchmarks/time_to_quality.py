@@ -9,14 +9,13 @@ test set every `check` optimizer steps and ends the run when the target is reach
 The time those checks take is measured and subtracted, so the result is the loop's own
 wall time from the call to `train` (data loading included) to the step that reached it.
 
-    python benchmarks/time_to_quality.py                 # all three
-    python benchmarks/time_to_quality.py --only b c      # a subset
+    python -m benchmarks.time_to_quality                 # all three
+    python -m benchmarks.time_to_quality --only b c      # a subset
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,14 +24,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+from benchmarks.common import header
 from blendae.config import RunConfig
 from blendae.data import load_blended, to_pixels
 from blendae.evaluation.metrics import evaluate
-from blendae.models.registry import DEFAULT_MODEL
+from blendae.models import DEFAULT_MODEL
 from blendae.training.loop import train
-from common import header
 
 STUDY_TEST_LOSS = 0.2609  # the study's final test loss (epoch 50, seed-fullbatch)
 TARGET_PSNR = 30.0
@@ -86,8 +83,9 @@ class Reached:
 def time_to_target(target: Target, workdir: Path) -> Reached:
     """Run `train` with a stop hook that checks the target every `target.check` steps."""
     config = target.config
-    config.out = str(workdir / target.name.split()[0].strip("()"))
-    x_test = load_blended(config.preset, mirror=config.mirror, cache=config.cache).test
+    run_dir = workdir / target.name.split()[0].strip("()")
+    splits = load_blended(config.preset, mirror=config.mirror, cache=config.cache)
+    x_test = splits.test
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     outcome = Reached(None, 0, {})
     checking = 0.0  # seconds spent inside the hook's evaluations
@@ -112,7 +110,7 @@ def time_to_target(target: Target, workdir: Path) -> Reached:
         checking += time.perf_counter() - c0
         return False
 
-    train(config, progress=False, stop=stop)
+    train(config, run_dir, splits, progress=False, stop=stop)
     return outcome
 
 

@@ -10,17 +10,15 @@ timed in every round as the machine's practical peak (and a bf16 one, the ceilin
 (b)'s bf16 kernels), so contention from other processes hits runs and peaks alike. The
 last line is `ratio R`, with R the median over rounds of (b)/(a) at batch 32.
 
-    python benchmarks/train_throughput.py            # ~3 minutes
-    python benchmarks/train_throughput.py --quick    # < 60 s
+    python -m benchmarks.train_throughput            # ~3 minutes
+    python -m benchmarks.train_throughput --quick    # < 60 s
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from statistics import median
 
 import torch
@@ -28,13 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+from benchmarks.common import header, interleaved, matmul_gflops, train_flops_per_image
 from blendae.config import RunConfig
 from blendae.data import load_blended
-from blendae.models.registry import DEFAULT_MODEL, build_model, get_spec
+from blendae.models import DEFAULT_MODEL, build_model
 from blendae.training.loop import make_optimizer, train_step, use_bf16
-from common import header, interleaved, matmul_gflops, train_flops_per_image
 
 # blendae recommends its default batch (32): at 128 or 256 the kernels run faster, but on
 # 10,000 images x 3 epochs the seed model ends 3.5-6.8 dB lower in test PSNR (lr scaled
@@ -73,7 +69,7 @@ def tutorial_runner(x_train: Tensor) -> Callable[[int], float]:
                 batches = iter(loader)
                 xb = next(batches)
             optimizer.zero_grad()
-            loss = F.mse_loss(model(xb), xb)
+            loss = F.mse_loss(model(xb)["x_hat"], xb)
             loss.backward()
             optimizer.step()
             n += len(xb)
@@ -87,9 +83,8 @@ def blendae_runner(x_train: Tensor, batch_size: int) -> Callable[[int], float]:
     config = RunConfig(model="seed", batch_size=batch_size)
     device = torch.device(config.device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    kind = get_spec("seed").kind
-    amp = use_bf16(config, kind, device)
     model = build_model("seed").to(device, memory_format=memory_format)
+    amp = use_bf16(config, model, device)
     optimizer = make_optimizer(model, config.lr, device)  # as `train`
     perm = torch.randperm(len(x_train))
     pos = 0
@@ -104,7 +99,7 @@ def blendae_runner(x_train: Tensor, batch_size: int) -> Callable[[int], float]:
             xb = x_train[perm[pos : pos + batch_size]]  # as the loop selects a batch
             pos += batch_size
             train_step(
-                model, optimizer, kind, xb, lmbda=config.lmbda, amp=amp, memory_format=memory_format
+                model, optimizer, xb, lmbda=config.lmbda, amp=amp, memory_format=memory_format
             )
             n += len(xb)
         return n / (time.perf_counter() - t0)
@@ -164,7 +159,7 @@ def main() -> None:
     print(header("training throughput: tutorial loop (a) vs blendae's train_step (b)"))
     x_train = load_blended("seed").train  # (50000, 3, 32, 32) float32, the study's preset
     flops = train_flops_per_image(build_model("seed"))
-    amp = use_bf16(RunConfig(model="seed"), get_spec("seed").kind, torch.device("cpu"))
+    amp = use_bf16(RunConfig(model="seed"), build_model("seed"), torch.device("cpu"))
     print(
         f"data: real blended training set {tuple(x_train.shape)}; model seed, "
         f"{flops / 1e6:.2f} MFLOP per image per training step (conv MACs x2, x3 fwd+bwd)\n"

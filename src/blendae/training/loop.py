@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import math
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -250,7 +251,8 @@ def _minibatch_epoch(
         range(0, per_rank, local_bs),
         desc=f"epoch {epoch}/{s.config.epochs}",
         leave=False,
-        disable=not (progress and s.ctx.is_main),
+        # Bars on a terminal only: a log file would get megabytes of bar updates.
+        disable=not (progress and s.ctx.is_main and sys.stderr.isatty()),
     )
     for i in batches:
         s.set_lr(step)
@@ -348,6 +350,13 @@ def _start(
     return s
 
 
+def _duration(seconds: float) -> str:
+    """1h02m, 3m07s or 42s: a whole-run time at a glance."""
+    m, sec = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
 def _grid(s: Session, x: Tensor) -> Tensor:
     """uint8 (3, 2·H, n·W): test images (top row) above their reconstructions (bottom row)."""
     with torch.no_grad():
@@ -384,8 +393,10 @@ def _end_epoch(
         "seconds": time.perf_counter() - seconds_from,
     }
     s.metrics.append(record)
+    session = s.metrics[s.start_epoch - 1 :]  # the epochs this command trained
+    per_epoch = sum(m["seconds"] for m in session) / len(session)
     log.info(
-        "epoch %d/%d  train %.4f  test %.4f  psnr %.2f dB  ssim %.4f  %.1fs",
+        "epoch %d/%d  train %.4f  test %.4f  psnr %.2f dB  ssim %.4f  %.1fs  elapsed %s  ETA %s",
         epoch,
         s.config.epochs,
         train_loss,
@@ -393,6 +404,8 @@ def _end_epoch(
         result["test_psnr"],
         result["test_ssim"],
         record["seconds"],
+        _duration(sum(m["seconds"] for m in session)),
+        _duration(per_epoch * (s.config.epochs - epoch)),
     )
     if s.tensorboard is not None:
         s.tensorboard.log_epoch(
@@ -477,6 +490,18 @@ def train(
                 )
             elif resume:
                 log.info("resuming %s at epoch %d of %d", run_dir, s.start_epoch, config.epochs)
+            else:
+                log.info(
+                    "training %s (%s preset) on %d images for %d epochs (%s, %d steps per "
+                    "epoch) into %s; the ETA follows each epoch",
+                    config.model,
+                    config.preset,
+                    len(x_train),
+                    config.epochs,
+                    config.protocol,
+                    s.steps_per_epoch,
+                    run_dir,
+                )
             for epoch in range(s.start_epoch, config.epochs + 1):
                 t0 = time.perf_counter()
                 s.model.train()
