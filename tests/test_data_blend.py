@@ -23,7 +23,7 @@ from blendae.data import (
     pixel_scale,
     to_pixels,
 )
-from blendae.data.blend import Preset, blend, mnist_to_rgb32, resize_bilinear
+from blendae.data.blend import Preset, _all_finite, blend, mnist_to_rgb32, resize_bilinear
 from blendae.data.formats import Counts, read_mnist
 from blendae.data.sources import fetch
 from blendae.errors import BlendaeError
@@ -290,7 +290,9 @@ def test_load_blended_rebuilds_when_an_input_changes(
     assert not torch.equal(new.train, old.train)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong shapes", "no manifest"])
+@pytest.mark.parametrize(
+    "damage", ["garbage", "truncated", "wrong shapes", "no manifest", "nan", "inf"]
+)
 def test_load_blended_rebuilds_a_corrupt_cache(
     tiny_mirror: Path,
     tmp_path: Path,
@@ -312,6 +314,14 @@ def test_load_blended_rebuilds_a_corrupt_cache(
             str(path),
             metadata={"key": good.manifest["key"]},
         )
+    elif damage in ("nan", "inf"):  # a valid file, finite but for one value
+        poisoned = good.train.clone()
+        poisoned[len(poisoned) - 1, 2, 31, 31] = float(damage)
+        save_file(
+            {"train": poisoned, "test": good.test},
+            str(path),
+            metadata={"key": good.manifest["key"]},
+        )
     else:
         path.with_suffix(".json").unlink()
     with caplog.at_level(logging.WARNING, logger="blendae"):
@@ -319,12 +329,24 @@ def test_load_blended_rebuilds_a_corrupt_cache(
             "seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False, counts=fixture_counts
         )
     assert "is unusable" in caplog.text and "rebuilding it" in caplog.text
+    if damage in ("nan", "inf"):
+        assert "tensor 'train' holds NaN or infinite values" in caplog.text
     assert torch.equal(again.train, good.train) and torch.equal(again.test, good.test)
     caplog.clear()
     load_blended(
         "seed", mirror=str(tiny_mirror), cache=tmp_path, progress=False, counts=fixture_counts
     )
     assert caplog.text == ""  # repaired for good
+
+
+def test_all_finite() -> None:
+    x = torch.rand(10, 3, 4, 4) * 6 - 3
+    assert _all_finite(x)
+    for bad in (float("nan"), float("inf"), float("-inf"), 3e38):  # 3e38: no blend value
+        y = x.clone()
+        y[9, 2, 3, 3] = bad
+        y[0, 0, 0, 0] = abs(bad)  # +inf and -inf sum to NaN, still caught
+        assert not _all_finite(y), bad
 
 
 def test_load_blended_rejects_bad_arguments_before_fetching(tmp_path: Path) -> None:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import pickle
 import struct
 import tarfile
+import tracemalloc
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from blendae.data import load_blended
 from blendae.data.formats import (
     parse_idx_images,
     parse_idx_labels,
@@ -34,6 +38,7 @@ from conftest import (
     cifar_python_batch,
     idx_bytes,
     write_gz,
+    write_sha256sums,
     write_tar_gz,
 )
 
@@ -80,17 +85,25 @@ def test_idx_labels_rejects_image_file_and_bad_label() -> None:
 
 def test_read_gzip_reports_corrupt_and_truncated_files(tmp_path: Path) -> None:
     good = write_gz(tmp_path / "good.gz", b"x" * 1000)
-    assert read_gzip(good) == b"x" * 1000
+    assert read_gzip(good, limit=10_000) == b"x" * 1000
     not_gzip = tmp_path / "not.gz"
     not_gzip.write_bytes(b"this is not gzip data")
     truncated = tmp_path / "cut.gz"
     truncated.write_bytes(gzip.compress(RNG.bytes(5000))[:-100])
     for path in (not_gzip, truncated):
         with pytest.raises(BlendaeError, match="not a valid gzip file") as info:
-            read_gzip(path)
+            read_gzip(path, limit=10_000)
         assert str(path) in str(info.value)
     with pytest.raises(BlendaeError, match="does not exist"):
-        read_gzip(tmp_path / "missing.gz")
+        read_gzip(tmp_path / "missing.gz", limit=10_000)
+
+
+def test_read_gzip_stops_at_its_limit(tmp_path: Path) -> None:
+    data = RNG.bytes(3 << 20)  # several read chunks
+    path = write_gz(tmp_path / "data.gz", data)
+    assert read_gzip(path, limit=len(data)) == data
+    with pytest.raises(BlendaeError, match=f"decompresses to more than {len(data) - 1:,} bytes"):
+        read_gzip(path, limit=len(data) - 1)
 
 
 def _mnist_files(mirror: Path) -> dict[str, Path]:
@@ -291,6 +304,130 @@ def test_cifar_python_rejects_damaged_pickles(tmp_path: Path, tiny_datasets: Tin
 def test_idx_header_layout_is_big_endian() -> None:
     # The fixture writer and the parser could share a byte-order bug; pin the bytes.
     assert idx_bytes(LABELS)[:8] == b"\x00\x00\x08\x01" + struct.pack(">I", 20)
+
+
+# ---------------------------------------------------------------- decompression bombs
+
+
+def _zeros_gz(path: Path, head: bytes, zeros: int) -> Path:
+    """A .gz of `head` then `zeros` zero bytes, compressed in 1 MiB steps (~1000:1)."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: gzip framing
+    block = bytes(1 << 20)
+    parts = [z.compress(head)]
+    parts += [z.compress(block) for _ in range(zeros >> 20)]
+    parts += [z.compress(bytes(zeros % len(block))), z.flush()]
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+BOMB = 200 << 20  # bytes a bomb expands to: far above what any tiny fixture needs
+
+
+def _traced_peak(call: Callable[[], object]) -> tuple[int, Exception | None]:
+    """Peak bytes allocated (as tracemalloc sees them, numpy included) while `call` runs,
+    and the exception it raised."""
+    tracemalloc.start()
+    try:
+        call()
+    except Exception as e:  # returned to the test, which checks it
+        error: Exception | None = e
+    else:
+        error = None
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak, error
+
+
+def test_a_gzip_bomb_on_the_mirror_is_refused_with_bounded_memory(
+    tiny_mirror: Path, tmp_path: Path
+) -> None:
+    """Placed on a mirror with a matching SHA256SUMS, it downloads (it is small) and
+    verifies, then decompression stops after the bytes the 24 declared images need."""
+    header = struct.pack(">4I", 0x0803, FIXTURE_COUNTS.mnist_train, 28, 28)
+    bomb = _zeros_gz(tiny_mirror / "train-images-idx3-ubyte.gz", header, BOMB)
+    assert bomb.stat().st_size < 1 << 20
+    write_sha256sums(tiny_mirror)
+    peak, error = _traced_peak(
+        lambda: load_blended(
+            "unit",
+            mirror=str(tiny_mirror),
+            cache=tmp_path / "cache",
+            progress=False,
+            counts=FIXTURE_COUNTS,
+        )
+    )
+    assert isinstance(error, BlendaeError), error
+    assert "train-images-idx3-ubyte.gz decompresses to more than" in str(error)
+    assert "fetch again" in str(error)
+    assert peak < 8 << 20, f"peak {peak:,} bytes"  # 1 MiB read chunks, never the 200 MiB
+    assert not list((tmp_path / "cache").rglob("*.safetensors"))
+
+
+def test_a_gzip_bomb_costs_no_more_than_the_official_file(tmp_path: Path) -> None:
+    """With the official counts the limit is the real file's 47 MB, and so is the memory."""
+    images = _zeros_gz(
+        tmp_path / "train-images-idx3-ubyte.gz", struct.pack(">4I", 0x0803, 60_000, 28, 28), BOMB
+    )
+    # the images are refused before the labels (the same file here) are read
+    files = {"train-images-idx3-ubyte.gz": images, "train-labels-idx1-ubyte.gz": images}
+    needed = 16 + 60_000 * 28 * 28
+    peak, error = _traced_peak(lambda: read_mnist(files, "train"))
+    assert isinstance(error, BlendaeError), error
+    assert "decompresses to more than" in str(error)
+    assert needed < peak < needed * 1.25 + (8 << 20), f"peak {peak:,} bytes"
+
+
+def _zeros_member(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info
+
+
+def _write_tar_gz_of_zeros(path: Path, members: list[tuple[str, int]]) -> Path:
+    """A .tar.gz of members filled with `size` zero bytes each, streamed (never in memory)."""
+
+    class Zeros(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b: memoryview) -> int:
+            b[:] = bytes(len(b))
+            return len(b)
+
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        for name, size in members:
+            tar.addfile(_zeros_member(name, size), io.BufferedReader(Zeros()))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("variant", "name", "member"),
+    [
+        ("binary", CIFAR_BINARY, "cifar-10-batches-bin/test_batch.bin"),
+        ("python", CIFAR_PYTHON, "cifar-10-batches-py/test_batch"),
+    ],
+)
+def test_an_oversized_cifar_member_is_refused_before_it_is_read(
+    tmp_path: Path, variant: str, name: str, member: str
+) -> None:
+    tar = _write_tar_gz_of_zeros(tmp_path / name, [(member, 32 << 20)])
+    peak, error = _traced_peak(
+        lambda: read_cifar({name: tar}, "test", variant, counts=FIXTURE_COUNTS)
+    )
+    assert isinstance(error, BlendaeError), error
+    assert f"member {member} holds 33,554,432 bytes, more than the" in str(error)
+    assert peak < 4 << 20, f"peak {peak:,} bytes"
+
+
+def test_an_archive_longer_than_cifar_is_abandoned(tmp_path: Path) -> None:
+    """A huge member the reader does not want, before the one it does: it stops there."""
+    tar = _write_tar_gz_of_zeros(
+        tmp_path / CIFAR_BINARY,
+        [("cifar-10-batches-bin/padding", 32 << 20), ("cifar-10-batches-bin/test_batch.bin", 10)],
+    )
+    with pytest.raises(BlendaeError, match=r"member cifar-10-batches-bin/padding ends past byte"):
+        read_cifar_binary(tar, "test", counts=FIXTURE_COUNTS)
 
 
 # ---------------------------------------------------------------- the real files

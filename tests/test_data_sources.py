@@ -15,11 +15,19 @@ from urllib.error import URLError
 
 import platformdirs
 import pytest
+from tqdm import tqdm
 
 from blendae.data import sources
 from blendae.data.sources import fetch, resolve_cache, resolve_mirror, verified_sha256
 from blendae.errors import BlendaeError
-from conftest import CIFAR_BINARY, MNIST_FILES, MirrorServer, server_url, write_sha256sums
+from conftest import (
+    CIFAR_BINARY,
+    MNIST_FILES,
+    MirrorServer,
+    _MirrorHandler,
+    server_url,
+    write_sha256sums,
+)
 
 MNIST_NAMES = [name for pair in MNIST_FILES.values() for name in pair]
 BIG = "train-images-idx3-ubyte.gz"  # the largest tiny MNIST file, for partial-download tests
@@ -418,3 +426,129 @@ def test_parallel_fetches_download_each_file_once(
     assert results[0] == results[1]
     downloads = [name for name, _ in http_mirror.seen if name != "SHA256SUMS"]
     assert sorted(downloads) == sorted(MNIST_NAMES)
+
+
+# ---------------------------------------------------------------- size caps
+
+
+SMALL = "t10k-labels-idx1-ubyte.gz"  # the file with the smallest cap, for endless sources
+
+
+def _cap(name: str) -> int:
+    return next(f.max_size for d in sources.DATASETS.values() for f in d.files if f.name == name)
+
+
+def _set_cap(monkeypatch: pytest.MonkeyPatch, name: str, max_size: int) -> None:
+    spec = sources.DATASETS["mnist"]
+    files = tuple(replace(f, max_size=max_size) if f.name == name else f for f in spec.files)
+    monkeypatch.setitem(sources.DATASETS, "mnist", replace(spec, files=files))
+
+
+def test_every_official_file_has_a_cap_above_its_official_and_mirror_sizes() -> None:
+    official = {
+        "cifar-10-binary.tar.gz": 170_052_171,
+        "cifar-10-python.tar.gz": 170_498_071,
+        "train-images-idx3-ubyte.gz": 9_912_422,
+        "train-labels-idx1-ubyte.gz": 28_881,
+        "t10k-images-idx3-ubyte.gz": 1_648_877,
+        "t10k-labels-idx1-ubyte.gz": 4_542,
+    }
+    mirror = {"cifar-10-binary.tar.gz": 173_275_513, "train-labels-idx1-ubyte.gz": 28_902}
+    for name, size in official.items():
+        assert max(size, mirror.get(name, 0)) * 1.05 < _cap(name) <= size * 1.1 + (1 << 20)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+@pytest.mark.parametrize("as_url", [False, True], ids=["directory", "file-url"])
+def test_an_endless_file_on_a_local_mirror_stops_at_the_cap(
+    tiny_mirror: Path, tmp_path: Path, as_url: bool
+) -> None:
+    (tiny_mirror / SMALL).unlink()
+    (tiny_mirror / SMALL).symlink_to("/dev/zero")  # still listed in SHA256SUMS
+    mirror = tiny_mirror.as_uri() if as_url else str(tiny_mirror)
+    with pytest.raises(BlendaeError) as info:
+        fetch("mnist", mirror=mirror, cache=tmp_path, progress=False)
+    message = str(info.value)
+    assert f"{SMALL} from " in message and f"goes on past the {_cap(SMALL):,} bytes" in message
+    assert "deleted its partial file" in message and "use another mirror" in message
+    assert not list((tmp_path / "raw").glob("*.part"))
+    assert not (tmp_path / "raw" / SMALL).exists()
+
+
+class _EndlessHandler(_MirrorHandler):
+    """Streams zeros forever for SMALL, with no Content-Length, until the client hangs up."""
+
+    def do_GET(self) -> None:
+        if self.path.lstrip("/") != SMALL:
+            super().do_GET()
+            return
+        self.server.seen.append((SMALL, self.headers.get("Range")))
+        self.send_response(200)
+        self.end_headers()
+        block = bytes(1 << 16)
+        try:
+            while True:
+                self.wfile.write(block)
+        except OSError:  # the client closed the connection
+            pass
+
+
+def test_an_endless_http_stream_stops_at_the_cap(http_mirror: MirrorServer, tmp_path: Path) -> None:
+    http_mirror.RequestHandlerClass = _EndlessHandler
+    with pytest.raises(BlendaeError, match=f"{SMALL} from .* goes on past the {_cap(SMALL):,}"):
+        fetch("mnist", mirror=server_url(http_mirror), cache=tmp_path, progress=False)
+    assert [s for s in http_mirror.seen if s[0] == SMALL] == [(SMALL, None)]  # no retry
+    assert not list((tmp_path / "raw").glob("*.part"))
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_a_file_over_the_cap_is_refused_before_it_is_read(
+    http_mirror: MirrorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, over: int
+) -> None:
+    """A size announced by Content-Length (or a file's size) over the cap stops at once;
+    a file exactly at the cap is fine."""
+    size = (http_mirror.root / BIG).stat().st_size
+    _set_cap(monkeypatch, BIG, size - over)
+    opened = _record_opens(monkeypatch)
+    for mirror in (server_url(http_mirror), str(http_mirror.root)):
+        cache = tmp_path / mirror.replace("/", "_").replace(":", "_")
+        if not over:
+            fetch("mnist", mirror=mirror, cache=cache, progress=False)
+            continue
+        with pytest.raises(
+            BlendaeError, match=f"{BIG} from .* is {size:,} bytes, more than the {size - 1:,} the"
+        ):
+            fetch("mnist", mirror=mirror, cache=cache, progress=False)
+        assert not list((cache / "raw").glob("*.part"))
+    assert opened.count((BIG, 0)) == 2  # one request per mirror: no retries
+
+
+def test_copy_stops_exactly_past_the_limit(tmp_path: Path) -> None:
+    part = tmp_path / "x.part"
+    with tqdm(disable=True) as bar:
+        sources._copy(io.BytesIO(b"x" * 10), part, 0, bar, limit=10)
+        assert part.read_bytes() == b"x" * 10
+        with pytest.raises(sources._TooLarge):
+            sources._copy(io.BytesIO(b"x" * 11), part, 0, bar, limit=10)
+    assert part.stat().st_size <= 10
+
+
+def test_an_old_partial_download_over_the_cap_is_discarded(
+    tiny_mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = (tiny_mirror / BIG).read_bytes()
+    _set_cap(monkeypatch, BIG, len(full))
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / f"{BIG}.part").write_bytes(full + b"junk")
+    opened = _record_opens(monkeypatch)
+    paths = fetch("mnist", mirror=tiny_mirror.as_uri(), cache=tmp_path, progress=False)
+    assert (BIG, 0) in opened
+    assert paths[BIG].read_bytes() == full
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_an_endless_sha256sums_is_refused(tiny_mirror: Path, tmp_path: Path) -> None:
+    (tiny_mirror / "SHA256SUMS").unlink()
+    (tiny_mirror / "SHA256SUMS").symlink_to("/dev/zero")
+    with pytest.raises(BlendaeError, match=r"SHA256SUMS of mirror .* is over 1,048,576 bytes"):
+        fetch("mnist", mirror=str(tiny_mirror), cache=tmp_path, progress=False)

@@ -215,6 +215,13 @@ def _build(
     return splits[0], splits[1]
 
 
+def _all_finite(t: Tensor) -> bool:
+    """Whether every value of `t` is finite, from its sum (NaN and ±inf propagate through
+    it; one pass, no temporary mask). Blends lie within a few units of 0, so the float32 sum
+    of a real one cannot overflow; one that does holds absurd values, unusable too."""
+    return bool(torch.isfinite(t.sum()))
+
+
 def _load_cached(
     path: Path, manifest_path: Path, key: str, shapes: dict[str, tuple[int, ...]]
 ) -> tuple[Tensor, Tensor, dict[str, Any]] | None:
@@ -237,6 +244,8 @@ def _load_cached(
             if t is None or t.dtype != torch.float32 or tuple(t.shape) != shape:
                 found = "missing" if t is None else f"{t.dtype} {tuple(t.shape)}"
                 problem = f"tensor {name!r} is {found}, expected float32 {shape}"
+            elif not _all_finite(t):
+                problem = f"tensor {name!r} holds NaN or infinite values"
     except (OSError, ValueError, AttributeError, SafetensorError) as e:
         problem = f"{type(e).__name__}: {e}"
     if problem:

@@ -5,6 +5,10 @@ format (magic numbers, dimensions, exact lengths, label ranges, record counts) a
 a `BlendaeError` naming the file and the broken promise, so they are tested on tiny
 fixtures. Archives are read member by member from the .tar.gz, never extracted to disk;
 CIFAR-10 python batches are unpickled by an unpickler that can build numpy arrays only.
+
+Every decompressed stream is read in chunks up to the bytes its expected record counts
+need (plus `_SLACK`) and refused beyond that, so a decompression bomb costs no more
+memory than the real file would.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import pickle
 import struct
 import tarfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
@@ -28,6 +32,10 @@ from blendae.errors import BlendaeError
 SPLITS = ("train", "test")
 CIFAR_VARIANTS = ("binary", "python")
 _REFETCH = "the file is corrupt or not the official one: delete it from the cache and fetch again"
+_READ_CHUNK = 1 << 20
+# Bytes allowed past what the expected records need: enough that a file a few records off
+# still reaches the parsers (whose messages say what is wrong), far too little to matter.
+_SLACK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -101,11 +109,23 @@ def parse_idx_labels(data: bytes, *, name: str = "IDX file") -> np.ndarray:
     return labels
 
 
-def read_gzip(path: Path) -> bytes:
-    """The decompressed content of a .gz file, or an error saying it is damaged."""
+def _read_at_most(stream: io.BufferedIOBase, limit: int) -> bytes | None:
+    """All of `stream` if it holds at most `limit` bytes, else None (after reading at most
+    `limit` + 1 of them: memory stays within the limit however long the stream is)."""
+    out = io.BytesIO()
+    while chunk := stream.read(min(_READ_CHUNK, limit + 1 - out.tell())):
+        if out.tell() + len(chunk) > limit:
+            return None
+        out.write(chunk)
+    return out.getvalue()
+
+
+def read_gzip(path: Path, *, limit: int) -> bytes:
+    """The decompressed content of a .gz file, or an error saying it is damaged or holds
+    more than `limit` bytes (decompression stops there: a gzip bomb is refused cheaply)."""
     try:
         with gzip.open(path, "rb") as f:
-            return f.read()
+            data = _read_at_most(f, limit)
     except FileNotFoundError:
         raise BlendaeError(f"{path} does not exist; fetch the dataset again") from None
     except (OSError, EOFError, zlib.error) as e:
@@ -113,6 +133,12 @@ def read_gzip(path: Path) -> bytes:
             f"{path} is not a valid gzip file ({e}): it is truncated or corrupt; delete it "
             f"and fetch again"
         ) from e
+    if data is None:
+        raise BlendaeError(
+            f"{path} decompresses to more than {limit:,} bytes, more than the records it should "
+            f"hold can take, so blendae stopped reading it; {_REFETCH}"
+        )
+    return data
 
 
 _MNIST_FILES = {
@@ -142,8 +168,11 @@ def read_mnist(
     _check_split(split)
     images_name, labels_name = _MNIST_FILES[split]
     images_path, labels_path = _member_path(files, images_name), _member_path(files, labels_name)
-    images = parse_idx_images(read_gzip(images_path), name=str(images_path))
-    labels = parse_idx_labels(read_gzip(labels_path), name=str(labels_path))
+    expected = counts.mnist_train if split == "train" else counts.mnist_test
+    # IDX headers: magic + 3 dimensions (images), magic + 1 dimension (labels)
+    images_limit, labels_limit = 16 + expected * 28 * 28 + _SLACK, 8 + expected + _SLACK
+    images = parse_idx_images(read_gzip(images_path, limit=images_limit), name=str(images_path))
+    labels = parse_idx_labels(read_gzip(labels_path, limit=labels_limit), name=str(labels_path))
     if images.shape[1:] != (28, 28):
         raise BlendaeError(
             f"{images_path}: images are {images.shape[1]}×{images.shape[2]}, MNIST's are "
@@ -155,7 +184,6 @@ def read_mnist(
             f"{len(labels):,} labels; one of them is not the official file: delete both from "
             f"the cache and fetch again"
         )
-    expected = counts.mnist_train if split == "train" else counts.mnist_test
     if len(images) != expected:
         raise BlendaeError(
             f"{images_path} holds {len(images):,} images, the MNIST {split} split has "
@@ -180,6 +208,17 @@ _CIFAR_MEMBERS = {
 }
 _CIFAR_PIXELS = 3 * 32 * 32
 _CIFAR_RECORD = 1 + _CIFAR_PIXELS  # label byte, then R, G, B planes, each 32×32 row-major
+# Bytes per record of a pickled python batch, at most: the pixels, a label, a file name
+# (the official ones: 3,072 + about 32 bytes per record).
+_CIFAR_PICKLED_RECORD = _CIFAR_PIXELS + 512
+# Members other than the batches (batches.meta, readme.html) and the tar headers, at most.
+_CIFAR_ARCHIVE_EXTRA = 1 << 20
+
+
+def _member_limit(variant: str, counts: Counts) -> int:
+    """The most bytes a batch member of `variant` may hold, given the records it must hold."""
+    per_record = _CIFAR_RECORD if variant == "binary" else _CIFAR_PICKLED_RECORD
+    return counts.cifar_batch * per_record + _SLACK
 
 
 def _kind(member: tarfile.TarInfo) -> str:
@@ -192,26 +231,51 @@ def _kind(member: tarfile.TarInfo) -> str:
     return "special file"
 
 
-def _read_members(tar_path: Path, names: Sequence[str]) -> dict[str, bytes]:
-    """The members `names` of a .tar.gz, read in one forward pass, nothing written to disk."""
+def _check_member(
+    tar_path: Path, member: tarfile.TarInfo, found: Container[str], limit: int
+) -> None:
+    """Refuse a wanted member that is a duplicate, not a regular file, or over `limit` bytes."""
+    if member.name in found:
+        raise BlendaeError(f"{tar_path}: member {member.name} appears twice; {_REFETCH}")
+    if not member.isreg():
+        raise BlendaeError(
+            f"{tar_path}: member {member.name} is a {_kind(member)}, expected a regular file; "
+            f"{_REFETCH}"
+        )
+    if member.size > limit:
+        raise BlendaeError(
+            f"{tar_path}: member {member.name} holds {member.size:,} bytes, more than the "
+            f"{limit:,} its records can take, so blendae does not read it; {_REFETCH}"
+        )
+
+
+def _read_members(tar_path: Path, names: Sequence[str], limit: int) -> dict[str, bytes]:
+    """The members `names` of a .tar.gz, read in one forward pass, nothing written to disk.
+
+    Each must hold at most `limit` bytes (checked before it is read), and the archive is
+    abandoned once it runs past room for six such batches plus a little: decompression
+    stops at what the real archive needs, both in memory and in time.
+    """
     wanted, found = set(names), {}
+    archive_limit = 6 * limit + _CIFAR_ARCHIVE_EXTRA  # 5 train batches + the test batch
     try:
         with tarfile.open(tar_path, "r:gz") as tar:
             for member in tar:
+                if member.name in wanted:
+                    _check_member(tar_path, member, found, limit)
+                if member.offset_data + member.size > archive_limit:
+                    raise BlendaeError(
+                        f"{tar_path}: member {member.name} ends past byte "
+                        f"{member.offset_data + member.size:,} of the archive, which should "
+                        f"hold at most {archive_limit:,} bytes; {_REFETCH}"
+                    )
                 if member.name not in wanted:
                     continue
-                if member.name in found:
-                    raise BlendaeError(
-                        f"{tar_path}: member {member.name} appears twice; {_REFETCH}"
-                    )
-                if not member.isreg():
-                    raise BlendaeError(
-                        f"{tar_path}: member {member.name} is a {_kind(member)}, expected a "
-                        f"regular file; {_REFETCH}"
-                    )
                 stream = tar.extractfile(member)
                 assert stream is not None, "extractfile returns a stream for regular members"
-                found[member.name] = stream.read()
+                data = _read_at_most(stream, member.size)
+                assert data is not None, "a member's stream ends at its declared size"
+                found[member.name] = data
     except FileNotFoundError:
         raise BlendaeError(f"{tar_path} does not exist; fetch the dataset again") from None
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
@@ -252,7 +316,7 @@ def read_cifar_binary(
     """
     _check_split(split)
     names = _CIFAR_MEMBERS["binary"][split]
-    members = _read_members(tar_path, names)
+    members = _read_members(tar_path, names, _member_limit("binary", counts))
     batches = [_parse_cifar_binary_batch(members[n], f"{tar_path}:{n}", counts) for n in names]
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
@@ -331,7 +395,7 @@ def read_cifar_python(
     """CIFAR-10 `split` from cifar-10-python.tar.gz, same layout as `read_cifar_binary`."""
     _check_split(split)
     names = _CIFAR_MEMBERS["python"][split]
-    members = _read_members(tar_path, names)
+    members = _read_members(tar_path, names, _member_limit("python", counts))
     batches = [_parse_cifar_python_batch(members[n], f"{tar_path}:{n}", counts) for n in names]
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 

@@ -40,11 +40,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One official file and the checksum its publisher pins."""
+    """One official file, the checksum its publisher pins, and the most bytes any source
+    may send for it (a download stops there, so a file that never ends cannot fill the disk)."""
 
     name: str
     md5: str
+    max_size: int  # bytes: the official size plus a margin, see `_cap`
     size: int | None = None  # bytes, where the publisher states it
+
+
+def _cap(official_size: int) -> int:
+    """The most bytes accepted for a file whose official copy has `official_size`: 10 % more,
+    at least 1 MiB more, since mirrors recompress (the mirror's cifar-10-binary.tar.gz is
+    173,275,513 bytes, its train-labels-idx1-ubyte.gz 28,902). For CIFAR-10 this exceeds
+    even the uncompressed archive, so any honest gzip of the official content fits."""
+    return official_size + max(official_size // 10, 1 << 20)
 
 
 @dataclass(frozen=True)
@@ -65,11 +75,21 @@ DATASETS: dict[str, Dataset] = {
         Dataset(
             "mnist",
             ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-            (
-                RemoteFile("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-                RemoteFile("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-                RemoteFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-                RemoteFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+            (  # official sizes from the publisher's listing; mirrors' copies differ a little
+                RemoteFile(
+                    "train-images-idx3-ubyte.gz",
+                    "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                    _cap(9_912_422),
+                ),
+                RemoteFile(
+                    "train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", _cap(28_881)
+                ),
+                RemoteFile(
+                    "t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", _cap(1_648_877)
+                ),
+                RemoteFile(
+                    "t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", _cap(4_542)
+                ),
             ),
         ),
         Dataset(
@@ -77,7 +97,10 @@ DATASETS: dict[str, Dataset] = {
             _KRIZ,
             (
                 RemoteFile(
-                    "cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530", 170_052_171
+                    "cifar-10-binary.tar.gz",
+                    "c32a1d4ab5d03f1284b67883e8d87530",
+                    _cap(170_052_171),
+                    170_052_171,
                 ),
             ),
         ),
@@ -86,7 +109,10 @@ DATASETS: dict[str, Dataset] = {
             _KRIZ,
             (
                 RemoteFile(
-                    "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", 170_498_071
+                    "cifar-10-python.tar.gz",
+                    "c58f30108f718f92721af3b95e74349a",
+                    _cap(170_498_071),
+                    170_498_071,
                 ),
             ),
         ),
@@ -95,6 +121,7 @@ DATASETS: dict[str, Dataset] = {
 
 _URL_SCHEMES = ("http://", "https://", "file://")
 _SUMS = "SHA256SUMS"
+_SUMS_MAX = 1 << 20  # bytes: a SHA256SUMS for a few files is well under 1 KiB
 _SIDECAR_SUFFIX = ".verified.json"
 _CHUNK = 1 << 20
 _ATTEMPTS = 4  # per URL; transient network failures only
@@ -144,6 +171,7 @@ class _Expected:
     digest: str
     size: int | None
     origin: str
+    max_size: int  # a transfer stops beyond this many bytes
 
 
 def _sidecar(path: Path) -> Path:
@@ -212,6 +240,14 @@ class _Unavailable(Exception):
     """A source could not deliver a file (unreachable, not found); not yet user-facing."""
 
 
+class _TooLarge(Exception):
+    """A source sends (or announces) more bytes than the file can have; never retried."""
+
+    def __init__(self, size: int | None) -> None:
+        super().__init__(size)
+        self.size = size  # the announced size, or None when the stream simply went on
+
+
 def _request(url: str, offset: int) -> Request:
     headers = {"User-Agent": f"blendae/{__version__}"}
     if offset:
@@ -271,32 +307,59 @@ def _local_write_error(part: Path, e: OSError) -> BlendaeError:
     )
 
 
-def _copy(stream: io.BufferedIOBase, part: Path, start: int, bar: tqdm) -> None:
-    """Append `stream` to `part` from byte `start` (0: truncate first)."""
+def _copy(stream: io.BufferedIOBase, part: Path, start: int, bar: tqdm, limit: int) -> None:
+    """Append `stream` to `part` from byte `start` (0: truncate first), raising `_TooLarge`
+    as soon as `part` would grow past `limit` bytes (with at most `limit` written)."""
     try:
         out = part.open("ab" if start else "wb")
     except OSError as e:
         raise _local_write_error(part, e) from e
+    written = start
     with out:
-        while chunk := stream.read(_CHUNK):
+        # Asking for one byte past the limit tells "exactly at the limit" from "beyond it".
+        while chunk := stream.read(min(_CHUNK, limit + 1 - written)):
+            if written + len(chunk) > limit:
+                raise _TooLarge(None)
             try:
                 out.write(chunk)
             except OSError as e:
                 raise _local_write_error(part, e) from e
+            written += len(chunk)
             bar.update(len(chunk))
 
 
-def _transfer(url: str, part: Path, progress: bool) -> bool:
+def _too_large(url: str, part: Path, limit: int, announced: int | None) -> BlendaeError:
+    """Delete `part` and say that `url` serves more than the file can have."""
+    part.unlink(missing_ok=True)
+    name = part.name.removesuffix(".part")
+    found = (
+        f"is {announced:,} bytes, more than the {limit:,}"
+        if announced is not None
+        else f"goes on past the {limit:,} bytes"
+    )
+    return BlendaeError(
+        f"{name} from {url} {found} the official file can have at most, so blendae "
+        f"stopped the download and deleted its partial file: the source "
+        f"serves something else (a wrong, endless or malicious file); replace that file on the "
+        f"mirror with the official one, or use another mirror or the official URLs"
+    )
+
+
+def _transfer(url: str, part: Path, progress: bool, limit: int) -> bool:
     """Bring `part` to the full content of `url`, resuming what is already there.
 
     Retries transient failures with exponential backoff. Returns whether any bytes were
     kept from before the call (so a checksum failure may be the old prefix's fault).
+    Refuses (deleting `part`) a source that announces or sends more than `limit` bytes.
     """
     kept_old_bytes = False
     attempt = 0
     while True:
         attempt += 1
         offset = part.stat().st_size if part.exists() else 0
+        if offset > limit:  # left by an older blendae, which had no limit
+            part.unlink()
+            offset = 0
         try:
             stream, size, start = _open(url, offset)
             kept_old_bytes = kept_old_bytes or (attempt == 1 and start > 0)
@@ -314,11 +377,15 @@ def _transfer(url: str, part: Path, progress: bool) -> bool:
                     leave=False,
                 ) as bar,
             ):
-                _copy(stream, part, start, bar)
+                if size is not None and size > limit:
+                    raise _TooLarge(size)
+                _copy(stream, part, start, bar, limit)
             got = part.stat().st_size
             if size is not None and got < size:
                 raise ConnectionError(f"transfer ended after {got:,} of {size:,} bytes")
             return kept_old_bytes
+        except _TooLarge as e:
+            raise _too_large(url, part, limit, e.size) from None
         except (OSError, http.client.HTTPException) as e:
             if not _is_transient(e):
                 raise _Unavailable(f"{url}: {_describe(e)}") from e
@@ -332,13 +399,13 @@ def _transfer(url: str, part: Path, progress: bool) -> bool:
 def _download(url: str, dest: Path, expected: _Expected, progress: bool) -> None:
     """Download `url` to `dest` via `dest.part`; rename only after the checksum matches."""
     part = dest.with_name(dest.name + ".part")
-    resumed = _transfer(url, part, progress)
+    resumed = _transfer(url, part, progress, expected.max_size)
     sha256, md5 = _digests(part)
     problem = _mismatch(part, expected, sha256, md5)
     if problem and resumed:
         log.warning("%s: resumed download fails its checksum; downloading it again", dest.name)
         part.unlink()
-        _transfer(url, part, progress)
+        _transfer(url, part, progress, expected.max_size)
         sha256, md5 = _digests(part)
         problem = _mismatch(part, expected, sha256, md5)
     if problem:
@@ -384,7 +451,13 @@ def _mirror_sums(mirror: str) -> dict[str, str]:
     try:
         stream, _, _ = _open(_mirror_url(mirror, _SUMS), 0)
         with stream:
-            text = stream.read().decode("utf-8")
+            data = stream.read(_SUMS_MAX + 1)
+        if len(data) > _SUMS_MAX:
+            raise BlendaeError(
+                f"the {_SUMS} of mirror {mirror} is over {_SUMS_MAX:,} bytes, far more than a "
+                f"checksum list of a few files; regenerate it with sha256sum"
+            )
+        text = data.decode("utf-8")
     except (OSError, http.client.HTTPException, UnicodeDecodeError) as e:
         if isinstance(e, FileNotFoundError) or (isinstance(e, HTTPError) and e.code == 404):
             raise BlendaeError(
@@ -418,7 +491,10 @@ def _mirror_plan(mirror: str, missing: list[RemoteFile]) -> dict[str, tuple[list
         )
     origin = f"{_SUMS} of mirror {mirror}"
     return {
-        f.name: ([_mirror_url(mirror, f.name)], _Expected("sha256", sums[f.name], None, origin))
+        f.name: (
+            [_mirror_url(mirror, f.name)],
+            _Expected("sha256", sums[f.name], None, origin, f.max_size),
+        )
         for f in missing
     }
 
@@ -429,7 +505,7 @@ def _official_plan(
     return {
         f.name: (
             [base + f.name for base in spec.urls],
-            _Expected("md5", f.md5, f.size, "official checksum"),
+            _Expected("md5", f.md5, f.size, "official checksum", f.max_size),
         )
         for f in missing
     }
