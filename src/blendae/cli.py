@@ -18,11 +18,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from blendae import __version__
 from blendae.config import DEVICES, LR_SCHEDULES, PROTOCOLS, RunConfig
 from blendae.data import PRESETS
 from blendae.data.formats import CIFAR_VARIANTS
 from blendae.errors import BlendaeError
 from blendae.models import MODELS
+
+TRAIN_EXAMPLES = """examples:
+  blendae run                                   the default model, 50 epochs (~36 min, 2 cores)
+  blendae run --model seed --protocol seed-fullbatch   replay the study exactly
+  blendae train --model factorized --lambda 0.05 --preset unit --out runs/codec
+  blendae train --resume runs/codec --epochs 10        continue (or extend) a run"""
 
 # Options of `train`/`run` that map one-to-one onto RunConfig fields.
 TRAIN_FIELDS = tuple(
@@ -127,7 +134,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         const=False,
         help="write no TensorBoard events (on by default when tensorboard is installed)",
     )
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_FOLDER",
+        help="continue the run in --out (or in RUN_FOLDER)",
+    )
     _add_data_options(p)
 
 
@@ -138,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"blendae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prepare", help="download, verify and blend the datasets")
@@ -150,13 +165,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_options(p)
 
-    p = sub.add_parser("train", help="train a model; writes checkpoints, metrics and the report")
+    p = sub.add_parser(
+        "train",
+        help="train a model; writes checkpoints, metrics and the report",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_train_options(p)
-    p = sub.add_parser("run", help="prepare + train + evaluate + report")
+    p = sub.add_parser(
+        "run",
+        help="prepare + train + evaluate + report (the quick start's job)",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_train_options(p)
 
-    p = sub.add_parser("evaluate", help="evaluate a run folder; writes plots and summary.md")
-    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser(
+        "evaluate",
+        help="re-measure a run folder on its test images; rewrites its report",
+        epilog="example:\n  blendae evaluate runs/conv-minibatch",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", type=Path, help="the run folder (holds config.json)")
+    p.add_argument("--json", action="store_true", help="print the final numbers as JSON")
 
     p = sub.add_parser("compress", help="images (files or folders) → .bae files")
     p.add_argument("inputs", nargs="+", type=Path)
@@ -206,6 +237,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
     from blendae import runs
 
     given = {k: getattr(args, k) for k in TRAIN_FIELDS if getattr(args, k, None) is not None}
+    if isinstance(args.resume, str):  # `--resume runs/X`
+        if args.out is not None and args.out != Path(args.resume):
+            raise BlendaeError(f"--resume {args.resume} and --out {args.out} name two folders")
+        args.out, args.resume = Path(args.resume), True
     if args.resume:
         if args.out is None:
             raise BlendaeError("--resume needs --out RUN_FOLDER, the run to continue")
@@ -234,10 +269,14 @@ def _train(args: argparse.Namespace, command_line: str) -> None:
     if not is_main_process():  # under torchrun, rank 0 alone evaluates and reports
         return
     final = evaluate_run(run_dir, splits)  # the report is current after every training command
-    print(
-        f"{run_dir}: test loss {final['test_loss']:.4f}, "
-        f"PSNR {final['test_psnr']:.2f} dB, SSIM {final['test_ssim']:.4f}; "
-        f"see {run_dir}/summary.md"
+    print(_final_line(run_dir, final))
+
+
+def _final_line(run_dir: Path, final: dict[str, float]) -> str:
+    rate = f", {final['test_bpp']:.3f} bpp" if "test_bpp" in final else ""
+    return (
+        f"{run_dir}: test loss {final['test_loss']:.4f}, PSNR {final['test_psnr']:.2f} dB, "
+        f"SSIM {final['test_ssim']:.4f}{rate}; see {run_dir}/summary.md"
     )
 
 
@@ -260,7 +299,12 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> None:
         from blendae.evaluation.report import evaluate_run
 
         final = evaluate_run(args.run_dir, _load_data(runs.load_config(args.run_dir)))
-        print(json.dumps(final))
+        if args.json:
+            print(json.dumps(final))
+        else:
+            print(_final_line(args.run_dir, final))
+            written = (runs.FINAL, runs.SUMMARY, runs.LOSS_PLOT, runs.RECONSTRUCTIONS)
+            logging.getLogger("blendae").info("rewrote %s in %s", ", ".join(written), args.run_dir)
     elif args.command == "compress":
         from blendae.codec.files import compress_files
 

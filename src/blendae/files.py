@@ -34,18 +34,62 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Let `write` create a temporary file beside `path`, then rename it over `path`."""
+def _read_umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+_UMASK = _read_umask()  # read once: os.umask is process-wide and not thread-safe to probe
+FILE_MODE = 0o666 & ~_UMASK  # what open(..., "w") gives a new file: the user's umask
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file if it is there; never raise (a failed cleanup must not hide
+    the error that caused it, e.g. on a read-only file system)."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], *, replace: bool = True) -> None:
+    """Let `write` create a temporary file beside `path`, then rename it over `path`.
+
+    The published file gets the mode a plain new file would (0o666 minus the umask), even
+    when `write` created it private (e.g. through mkstemp). With `replace=False` an existing
+    `path` is never replaced: that is a `BlendaeError` (a hard link publishes atomically).
+    """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # unique per writer
     try:
         write(tmp)
-        os.replace(tmp, path)
+        os.chmod(tmp, FILE_MODE)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
+    except FileExistsError as e:
+        _discard(tmp)
+        raise BlendaeError(f"{path} already exists; not replacing it") from e
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise BlendaeError(f"cannot write {path}: {e.strerror}; {_FIX}") from e
+        _discard(tmp)
+        raise BlendaeError(f"cannot write {path}: {e.strerror or e}; {_FIX}") from e
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _publish_new(tmp: Path, path: Path) -> None:
+    """Rename `tmp` to `path` unless `path` exists (FileExistsError), atomically where the
+    file system has hard links."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (e.g. some network or FAT file systems)
+        if os.path.lexists(path):
+            raise FileExistsError(path) from None
+        os.replace(tmp, path)
+        return
+    _discard(tmp)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -3,12 +3,15 @@
 Images are uint8 arrays H×W (gray), H×W×1 or H×W×3. They are converted from pixels into
 the model's input space (its preset; gray is repeated to 3 channels), padded at the edges to
 a multiple of the model's stride, and coded by the model itself; decoding crops back and
-returns the input's shape. Same-size images share network calls.
+returns the input's shape. Same-size images share network calls, a bounded number of
+pixels at a time; an image larger than that goes through the network in overlapping tiles,
+so memory stays bounded whatever the input (the bitstream does not depend on the tiling).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +23,10 @@ from blendae.codec.loader import Codec, codec_for, load_codec
 from blendae.data import from_pixels, to_pixels
 from blendae.errors import BlendaeError
 
-BATCH = 256  # images per network call: large enough to amortize, small enough for memory
-MAX_PIXELS = 1 << 22  # one network call per image, no tiling: bounds memory (~0.3 GB at 2048²)
+BATCH_PIXELS = 1 << 20  # pixels per network call: amortizes calls, bounds memory (~0.3 GB)
+TILE = 512  # side of a network tile for images above BATCH_PIXELS (a multiple of any stride)
+HALO = 4  # latent rows/columns of context around a tile: covers the receptive field
+MAX_PIXELS = 1 << 22  # the largest image coded (2048×2048); memory is bounded by the tiling
 
 
 def check_image(image: np.ndarray) -> tuple[int, int, int]:
@@ -36,12 +41,20 @@ def check_image(image: np.ndarray) -> tuple[int, int, int]:
             f"image shape {image.shape} is not H×W, H×W×1 or H×W×3; convert to gray or RGB"
         )
     h, w, c = image.shape
-    if not (1 <= h <= container.MAX_SIDE and 1 <= w <= container.MAX_SIDE) or h * w > MAX_PIXELS:
-        raise BlendaeError(
-            f"image size {w}x{h} (width x height) is not supported: sides 1..{container.MAX_SIDE}"
-            f" pixels and at most {MAX_PIXELS} pixels in all; crop or downscale it"
-        )
+    check_size(h, w)
     return h, w, c
+
+
+def check_size(height: int, width: int) -> None:
+    """A `BlendaeError` unless an image of this size can be coded (and decoded)."""
+    if not (1 <= height <= container.MAX_SIDE and 1 <= width <= container.MAX_SIDE) or (
+        height * width > MAX_PIXELS
+    ):
+        raise BlendaeError(
+            f"image size {width}x{height} (width x height) is not supported: sides "
+            f"1..{container.MAX_SIDE} pixels and at most {MAX_PIXELS} pixels in all (2048x2048)"
+            "; crop or downscale it"
+        )
 
 
 def to_input(images: Sequence[np.ndarray], codec: Codec) -> Tensor:
@@ -73,6 +86,71 @@ def reconstruct(images: Sequence[np.ndarray], model: str | None = None) -> np.nd
     return to_uint8(x_hat, codec, 3)
 
 
+def _chunks(members: list[int], pixels: int) -> list[list[int]]:
+    """Same-size images grouped so that one network call sees at most BATCH_PIXELS pixels."""
+    per_call = max(1, BATCH_PIXELS // max(pixels, 1))
+    return [members[i : i + per_call] for i in range(0, len(members), per_call)]
+
+
+def _tiles(size: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """Cover range(size) by tiles: (start, stop) of the tile with its halo, (start, stop) of
+    the part kept. All values are in the same unit (pixels or latents)."""
+    out = []
+    for start in range(0, size, tile):
+        stop = min(start + tile, size)
+        out.append((max(start - halo, 0), min(stop + halo, size), start, stop))
+    return out
+
+
+def _tileable(codec: Codec) -> bool:
+    model = codec.model
+    return all(hasattr(model, name) for name in ("g_a", "g_s", "entropy_bottleneck"))
+
+
+def _analysis(codec: Codec, x: Tensor) -> Tensor:
+    """g_a over a (B, 3, H, W) input in tiles with a halo of HALO latents: equals g_a(x)
+    (the receptive field of the analysis is under HALO latents on each side)."""
+    model: Any = codec.model
+    s = model.stride
+    h, w = x.shape[2:]
+    if h * w <= BATCH_PIXELS:
+        return model.g_a(x)
+    rows, cols = _tiles(h // s, TILE // s, HALO), _tiles(w // s, TILE // s, HALO)
+    y: Tensor | None = None
+    for r0, r1, k0, k1 in rows:
+        for c0, c1, j0, j1 in cols:
+            part = model.g_a(
+                x[:, :, r0 * s : r1 * s, c0 * s : c1 * s].contiguous(
+                    memory_format=torch.channels_last
+                )
+            )
+            if y is None:
+                y = part.new_empty((x.shape[0], part.shape[1], h // s, w // s))
+            y[:, :, k0:k1, j0:j1] = part[:, :, k0 - r0 : k1 - r0, j0 - c0 : j1 - c0]
+    assert y is not None
+    return y
+
+
+def _synthesis(codec: Codec, y_hat: Tensor) -> Tensor:
+    """g_s over a (B, M, h, w) latent in tiles with a halo of HALO latents: equals g_s."""
+    model: Any = codec.model
+    s = model.stride
+    h, w = y_hat.shape[2:]
+    if h * w * s * s <= BATCH_PIXELS:
+        return model.g_s(y_hat.contiguous(memory_format=torch.channels_last))
+    rows, cols = _tiles(h, TILE // s, HALO), _tiles(w, TILE // s, HALO)
+    x_hat = torch.empty((y_hat.shape[0], 3, h * s, w * s))
+    for r0, r1, k0, k1 in rows:
+        for c0, c1, j0, j1 in cols:
+            part = model.g_s(
+                y_hat[:, :, r0:r1, c0:c1].contiguous(memory_format=torch.channels_last)
+            )
+            x_hat[:, :, k0 * s : k1 * s, j0 * s : j1 * s] = part[
+                :, :, (k0 - r0) * s : (k1 - r0) * s, (j0 - c0) * s : (j1 - c0) * s
+            ]
+    return x_hat
+
+
 def compress_batch(images: Sequence[np.ndarray], model: str | None = None) -> list[bytes]:
     """Many images → `.bae` bytes each; same-size images share network calls."""
     codec = load_codec(model)
@@ -83,10 +161,16 @@ def compress_batch(images: Sequence[np.ndarray], model: str | None = None) -> li
         groups.setdefault(shape, []).append(i)
     for (h, w, c), members in groups.items():
         header = container.Header(codec.model_id, h, w, c)
-        for start in range(0, len(members), BATCH):
-            chunk = members[start : start + BATCH]
+        for chunk in _chunks(members, h * w):
             with torch.inference_mode():
-                strings = codec.model.compress(to_input([images[i] for i in chunk], codec))
+                x = to_input([images[i] for i in chunk], codec)
+                if _tileable(codec):
+                    model: Any = codec.model
+                    y = _analysis(codec, x)
+                    del x
+                    strings = [[s] for s in model.entropy_bottleneck.compress(y)]
+                else:
+                    strings = codec.model.compress(x)
             for i, image_strings in zip(chunk, strings, strict=True):
                 out[i] = container.pack(header, image_strings)
     return out
@@ -106,31 +190,65 @@ def decompress_batch(files: Sequence[bytes], model: str | None = None) -> list[n
 
 
 def decompress_parsed(
-    parsed: list[tuple[container.Header, bytes]], model: str | None
+    parsed: list[tuple[container.Header, bytes]],
+    model: str | None,
+    names: Sequence[str] | None = None,
 ) -> list[np.ndarray]:
-    """Unpacked `.bae` files (header, payload) → uint8 images, as `decompress_batch`."""
-    for header, _ in parsed:
-        if header.height * header.width > MAX_PIXELS:  # only a forged file gets here
-            raise BlendaeError(f"corrupt .bae header: image size {header.width}x{header.height}")
+    """Unpacked `.bae` files (header, payload) → uint8 images, as `decompress_batch`.
+
+    Every file is checked and entropy-decoded before any network call, so a bad file fails
+    fast; `names` (one per file) prefix the errors that concern one file.
+    """
+
+    def named(i: int, exc: BlendaeError) -> BlendaeError:
+        return BlendaeError(f"{names[i]}: {exc}") if names is not None else exc
+
+    for i, (header, _) in enumerate(parsed):
+        try:
+            check_size(header.height, header.width)  # only a forged file can fail here
+        except BlendaeError as exc:
+            raise named(i, exc) from exc
     out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(parsed)
     groups: dict[tuple[bytes, int, int], list[int]] = {}
     for i, (header, _) in enumerate(parsed):
         groups.setdefault((header.model_id, header.height, header.width), []).append(i)
-    for (ident, h, w), members in groups.items():
-        codec = codec_for(ident, model)
+    codecs = {key: codec_for(key[0], model) for key in groups}  # refuse before any decoding
+    latents: dict[int, Tensor] = {}
+    for key, members in groups.items():  # entropy-decode every file before any network call
+        codec, (_, h, w) = codecs[key], key
+        if not _tileable(codec):
+            continue
+        stride = codec.model.stride
+        latent = (-(-h // stride), -(-w // stride))
+        bottleneck: Any = codec.model.entropy_bottleneck
+        for i in members:
+            try:
+                strings = container.split_strings(parsed[i][1], codec.model.num_strings)
+                latents[i] = bottleneck.decompress([strings[0]], latent)
+            except BlendaeError as exc:
+                raise named(i, exc) from exc
+    for key, members in groups.items():
+        codec, (_, h, w) = codecs[key], key
         stride = codec.model.stride
         size = (h + -h % stride, w + -w % stride)  # the padded image the model coded
-        for start in range(0, len(members), BATCH):
-            chunk = members[start : start + BATCH]
-            strings = [
-                container.split_strings(parsed[i][1], codec.model.num_strings) for i in chunk
-            ]
+        for chunk in _chunks(members, size[0] * size[1]):
             with torch.inference_mode():
-                x_hat = codec.model.decompress(strings, size)[:, :, :h, :w]
-            rgb = to_uint8(x_hat, codec, 3)  # (B, h, w, 3)
-            gray = to_uint8(x_hat, codec, 1)[..., 0]  # (B, h, w)
+                if _tileable(codec):
+                    y_hat = torch.cat([latents.pop(i) for i in chunk])
+                    x_hat = _synthesis(codec, y_hat)[:, :, :h, :w]
+                else:
+                    strings = [
+                        container.split_strings(parsed[i][1], codec.model.num_strings)
+                        for i in chunk
+                    ]
+                    x_hat = codec.model.decompress(strings, size)[:, :, :h, :w]
+            kinds = {parsed[i][0].channels for i in chunk}
+            rgb = to_uint8(x_hat, codec, 3) if 3 in kinds else None  # (B, h, w, 3)
+            gray = to_uint8(x_hat, codec, 1)[..., 0] if 1 in kinds else None  # (B, h, w)
             for k, i in enumerate(chunk):
-                out[i] = gray[k] if parsed[i][0].channels == 1 else rgb[k]
+                pick = gray if parsed[i][0].channels == 1 else rgb
+                assert pick is not None
+                out[i] = pick[k]
     return out
 
 
