@@ -25,6 +25,7 @@ from blendae import runs
 from blendae.config import RunConfig
 from blendae.data import BlendedSplits
 from blendae.training import loop
+from blendae.training.tensorboard import tensorboard_available
 
 
 def _synthetic_splits() -> BlendedSplits:
@@ -122,9 +123,11 @@ def test_minibatch_two_ranks_learns_and_rank0_writes(two_rank_runs: dict[str, Pa
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert all(math.isfinite(m["test_loss"]) for m in metrics)
     assert metrics[-1]["test_loss"] < metrics[0]["test_loss"]
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        [".lock", "checkpoint.safetensors", "config.json", "metrics.jsonl", "model.safetensors"]
-    )
+    written = [".lock", "checkpoint.safetensors", "config.json", "metrics.jsonl"]
+    written += ["model.safetensors"] + ([runs.TENSORBOARD] if tensorboard_available() else [])
+    assert sorted(p.name for p in out.iterdir()) == sorted(written)
+    if tensorboard_available():  # rank 0 alone writes events: one event file
+        assert len(list((out / runs.TENSORBOARD).iterdir())) == 1
 
 
 @pytest.mark.mirror

@@ -31,6 +31,12 @@ TRAIN_EXAMPLES = """examples:
   blendae train --model factorized --lambda 0.05 --preset unit --out runs/codec
   blendae train --resume runs/codec --epochs 10        continue (or extend) a run"""
 
+COMPRESS_EXAMPLES = """  blendae compress tiny.png -o tiny.bae
+  blendae compress photos/ -o compressed/ --recursive
+  blendae compress a.png -o a.bae --model q0 --force      smaller file, replace a.bae"""
+DECOMPRESS_EXAMPLES = """  blendae decompress tiny.bae -o tiny.png
+  blendae decompress compressed/ -o restored/ --recursive"""
+
 # Options of `train`/`run` that map one-to-one onto RunConfig fields.
 TRAIN_FIELDS = tuple(
     f.name for f in dataclasses.fields(RunConfig) if f.name not in ("eval_batch_size",)
@@ -145,17 +151,58 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     _add_data_options(p)
 
 
+def _sub(sub: Any, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with an example block."""
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _shipped_models() -> str:
+    """The shipped codec models with their test-set rate and quality, for compress --help."""
+    from blendae.codec import DEFAULT, zoo_entries
+
+    lines = []
+    for name, meta in zoo_entries().items():
+        final = meta["final_metrics"]
+        mark = " (default)" if name == DEFAULT else ""
+        lines.append(
+            f"  {name}: {final['test_bpp']:.2f} bpp, {final['test_psnr']:.2f} dB test PSNR "
+            f"(entropy-model estimate, 1,000 blended test images){mark}"
+        )
+    return "shipped models (--model NAME):\n" + "\n".join(lines)
+
+
+def _add_file_options(p: argparse.ArgumentParser, suffix: str) -> None:
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        help=f"output folder, or a file ending in {suffix} for one input",
+    )
+    p.add_argument(
+        "-f", "--force", action="store_true", help="replace existing output files (never inputs)"
+    )
+    p.add_argument(
+        "-r", "--recursive", action="store_true", help="code subfolders too, mirrored under -o"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="blendae",
         description="Autoencoders on blended CIFAR-10/MNIST images, and a learned image codec.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"blendae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("prepare", help="download, verify and blend the datasets")
+    p = _sub(sub, "prepare", "download, verify and blend the datasets", "  blendae prepare")
     p.add_argument("--preset", choices=tuple(PRESETS), default="seed", help="normalization")
     p.add_argument(
         "--cifar-variant",
@@ -164,70 +211,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="which official CIFAR-10 archive to read",
     )
     _add_data_options(p)
-
-    p = sub.add_parser(
-        "train",
-        help="train a model; writes checkpoints, metrics and the report",
-        epilog=TRAIN_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    _add_train_options(
+        _sub(sub, "train", "train a model; writes checkpoints, metrics and report", TRAIN_EXAMPLES)
     )
-    _add_train_options(p)
-    p = sub.add_parser(
-        "run",
-        help="prepare + train + evaluate + report (the quick start's job)",
-        epilog=TRAIN_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    _add_train_options(
+        _sub(sub, "run", "prepare + train + evaluate + report (the quick start)", TRAIN_EXAMPLES)
     )
-    _add_train_options(p)
 
-    p = sub.add_parser(
+    p = _sub(
+        sub,
         "evaluate",
-        help="re-measure a run folder on its test images; rewrites its report",
-        epilog="example:\n  blendae evaluate runs/conv-minibatch",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "re-measure a run folder on its test images; rewrites its report",
+        "  blendae evaluate runs/conv-minibatch",
     )
     p.add_argument("run_dir", type=Path, help="the run folder (holds config.json)")
     p.add_argument("--json", action="store_true", help="print the final numbers as JSON")
 
-    p = sub.add_parser("compress", help="images (files or folders) → .bae files")
-    p.add_argument("inputs", nargs="+", type=Path)
-    p.add_argument(
-        "-o", "--out", type=Path, required=True, help="output folder (or file, for one input)"
-    )
-    p.add_argument(
-        "--model", default=None, help="shipped model name or run folder (default: the zoo default)"
-    )
-    p.add_argument(
-        "-f", "--force", action="store_true", help="replace existing output files (never inputs)"
-    )
-    p.add_argument(
-        "-r", "--recursive", action="store_true", help="code subfolders too, mirrored under -o"
-    )
-
-    p = sub.add_parser("decompress", help=".bae files (or folders of them) → PNG")
-    p.add_argument("inputs", nargs="+", type=Path)
-    p.add_argument(
-        "-o", "--out", type=Path, required=True, help="output folder (or file, for one input)"
-    )
+    p = _sub(sub, "compress", "images (files or folders) → .bae files", COMPRESS_EXAMPLES)
+    p.epilog = f"{_shipped_models()}\n\n{p.epilog}"
+    p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
+    _add_file_options(p, ".bae")
     p.add_argument(
         "--model",
         default=None,
-        help="run folder of the model that made the files, if it is not a shipped one",
+        help="shipped model name or codec run folder (default: marked below)",
     )
+
+    p = _sub(sub, "decompress", ".bae files (or folders of them) → PNG", DECOMPRESS_EXAMPLES)
+    p.add_argument("inputs", nargs="+", type=Path, help=".bae files or folders of them")
+    _add_file_options(p, ".png")
     p.add_argument(
-        "-f", "--force", action="store_true", help="replace existing output files (never inputs)"
+        "--model", default=None, help="run folder of the model that made the files, if not shipped"
     )
+
+    p = _sub(
+        sub,
+        "serve",
+        "a local web page: the codec next to WebP and AVIF, and your runs",
+        "  blendae serve            then open http://127.0.0.1:8000",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    p.add_argument("--port", type=_positive_int, default=8000, help="TCP port (default: 8000)")
     p.add_argument(
-        "-r", "--recursive", action="store_true", help="code subfolders too, mirrored under -o"
+        "--runs", type=Path, default=Path("runs"), help="folder of run folders (default: runs)"
     )
-    p = sub.add_parser(
-        "serve", help="a local web page: the codec next to WebP and AVIF, and your runs"
-    )
-    p.add_argument(
-        "--host", default="127.0.0.1", help="interface to bind (loopback: this machine only)"
-    )
-    p.add_argument("--port", type=_positive_int, default=8000, help="TCP port")
-    p.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders to show")
     return parser
 
 

@@ -48,7 +48,7 @@ class UNetSeparator(nn.Module):
     task = "separate"
     input_space = "unit"
 
-    def __init__(self, widths: Sequence[int] = (16, 32, 64), convs: int = 2) -> None:
+    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128), convs: int = 2) -> None:
         super().__init__()
         widths = list(widths)
         if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
