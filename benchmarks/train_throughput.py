@@ -31,6 +31,7 @@ from blendae.config import RunConfig
 from blendae.data import load_blended
 from blendae.models import DEFAULT_MODEL, build_model
 from blendae.training.loop import make_optimizer, train_step, use_bf16
+from blendae.training.losses import objective_for
 
 # blendae recommends its default batch (32): at 128 or 256 the kernels run faster, but on
 # 10,000 images x 3 epochs the seed model ends 3.5-6.8 dB lower in test PSNR (lr scaled
@@ -85,6 +86,7 @@ def blendae_runner(x_train: Tensor, batch_size: int) -> Callable[[int], float]:
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = build_model("seed").to(device, memory_format=memory_format)
     amp = use_bf16(config, model, device)
+    objective = objective_for(model, "seed", config.lmbda, config.preset)  # as `train`
     optimizer = make_optimizer(model, config.lr, device)  # as `train`
     perm = torch.randperm(len(x_train))
     pos = 0
@@ -98,9 +100,7 @@ def blendae_runner(x_train: Tensor, batch_size: int) -> Callable[[int], float]:
                 perm, pos = torch.randperm(len(x_train)), 0
             xb = x_train[perm[pos : pos + batch_size]]  # as the loop selects a batch
             pos += batch_size
-            train_step(
-                model, optimizer, xb, lmbda=config.lmbda, amp=amp, memory_format=memory_format
-            )
+            train_step(model, optimizer, {"x": xb}, objective, amp=amp, memory_format=memory_format)
             n += len(xb)
         return n / (time.perf_counter() - t0)
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from blendae.models.entropy import PRECISION, EntropyBottleneck, quantize
 from blendae.models.factorized import FactorizedPrior
 from blendae.models.layers import GDN
-from blendae.training.losses import loss_fn
+from blendae.training.losses import rate_distortion, reconstruction
 
 
 def test_quantize_modes() -> None:
@@ -95,13 +95,13 @@ def test_gdn_normalizes_and_igdn_rescales() -> None:
 def test_rate_distortion_loss() -> None:
     x = torch.zeros(2, 3, 4, 4)
     out = {"x_hat": torch.full_like(x, 0.1), "likelihoods": {"y": torch.full((2, 1, 2, 2), 0.5)}}
-    loss, stats = loss_fn(out, x, 0.01)
+    loss, stats = rate_distortion(out, {"x": x}, 0.01)
     assert stats["bpp"] == pytest.approx(8 / 32)
     assert stats["mse"] == pytest.approx(0.01)
     assert float(loss) == pytest.approx(0.01 * 255**2 * 0.01 + 8 / 32, rel=1e-5)
     assert stats["psnr"] == pytest.approx(20.0)
     # Without λ (plain autoencoders, no latents) the loss is the study's MSE alone.
-    loss, stats = loss_fn({"x_hat": out["x_hat"], "likelihoods": {}}, x, None)
+    loss, stats = reconstruction({"x_hat": out["x_hat"], "likelihoods": {}}, {"x": x})
     assert float(loss) == pytest.approx(0.01) and stats == {}
 
 

@@ -150,5 +150,5 @@ def test_a_training_run_writes_what_metrics_jsonl_says(tiny_splits, tmp_path: Pa
         assert [e.step for e in scalars] == [1, 2, 3]
         assert [e.value for e in scalars] == pytest.approx([m[key] for m in metrics], rel=1e-6)
     assert [e.step for e in events.Scalars("optim/lr")] == [1, 2, 3]
-    assert [e.step for e in events.Images("images/reconstructions")] == [1, 2, 3]
+    assert [e.step for e in events.Images("images/examples")] == [1, 2, 3]
     assert events.Scalars("hparam/test_loss")[-1].value == pytest.approx(metrics[-1]["test_loss"])

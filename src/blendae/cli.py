@@ -280,17 +280,28 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
 
 def _load_data(config: RunConfig) -> Any:
     from blendae.data import load_blended
+    from blendae.models import is_separator
 
-    return load_blended(config.preset, mirror=config.mirror, cache=config.cache)
+    return load_blended(
+        config.preset,
+        mirror=config.mirror,
+        cache=config.cache,
+        sources=is_separator(config.model),  # separation trains on each blend's two images
+    )
 
 
 def _train(args: argparse.Namespace, command_line: str) -> None:
+    from blendae.data import resolve_cache, resolve_mirror
     from blendae.evaluation.report import evaluate_run
     from blendae.training.distributed import is_main_process
     from blendae.training.loop import plan_run, train
 
     config, run_dir = config_from_args(args)
     plan_run(config, run_dir, args.resume)  # refuse a wrong folder before loading any data
+    config.data_source = {
+        "mirror": resolve_mirror(config.mirror) or "the official URLs",
+        "cache": str(resolve_cache(config.cache)),
+    }
     splits = _load_data(config)
     train(config, run_dir, splits, resume=args.resume, command=command_line)
     if not is_main_process():  # under torchrun, rank 0 alone evaluates and reports

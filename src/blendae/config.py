@@ -16,7 +16,7 @@ PROTOCOLS = ("minibatch", "seed-fullbatch")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("cpu", "cuda")
 # Options that may differ when a run is resumed: they change how, not what, is trained.
-RESUMABLE = ("epochs", "device", "mirror", "cache", "tensorboard")
+RESUMABLE = ("epochs", "device", "mirror", "cache", "tensorboard", "data_source")
 
 
 @dataclass
@@ -52,6 +52,9 @@ class RunConfig:
     bf16: bool = True
     eval_batch_size: int = 1000
     tensorboard: bool = True  # event files in RUN/tensorboard/ when the package is installed
+    # Where the data came from the last time this run trained: the mirror and cache after
+    # resolving --mirror/--cache and the environment. A record for people; never read back.
+    data_source: dict[str, str | None] = field(default_factory=dict)
     fullbatch_chunk: int = 2500  # images per forward/backward in seed-fullbatch: memory only
 
     def validate(self) -> None:

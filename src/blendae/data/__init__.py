@@ -7,6 +7,7 @@
 from blendae.data.blend import (
     PRESETS,
     BlendedSplits,
+    Sources,
     from_pixels,
     get_preset,
     load_blended,
@@ -18,6 +19,7 @@ from blendae.data.sources import fetch, resolve_cache, resolve_mirror
 __all__ = [
     "PRESETS",
     "BlendedSplits",
+    "Sources",
     "fetch",
     "from_pixels",
     "get_preset",

@@ -191,28 +191,68 @@ def pixel_scale(preset: Preset | str) -> Tensor:
 
 
 @dataclass(frozen=True)
+class Sources:
+    """The two images behind each blend, in [0, 1]: CIFAR-10 (N, 3, 32, 32) and the digit as
+    one gray channel (N, 1, 32, 32), resized as in the blend. Under `unit` the blend is
+    exactly (cifar + mnist) / 2 (the digit repeated over the 3 channels)."""
+
+    cifar: Tensor
+    mnist: Tensor
+
+
+@dataclass(frozen=True)
 class BlendedSplits:
-    """The blended train (50,000) and test (10,000) images, float32 N×3×32×32."""
+    """The blended train (50,000) and test (10,000) images, float32 N×3×32×32, and, when
+    asked for (separation), each split's sources."""
 
     train: Tensor
     test: Tensor
     preset: str
     manifest: dict[str, Any]
+    sources: dict[str, Sources] | None = None
+
+    def tensors(self, split: str, limit: int | None, device: torch.device) -> dict[str, Tensor]:
+        """The first `limit` images of a split as training batches see them: "x" (the
+        blends) and, when loaded, the sources "cifar" and "mnist"."""
+        tensors = {"x": self.train if split == "train" else self.test}
+        if self.sources is not None:
+            sources = self.sources[split]
+            tensors |= {"cifar": sources.cifar, "mnist": sources.mnist}
+        return {k: v[:limit].to(device) for k, v in tensors.items()}
+
+
+def _pairs(
+    files: dict[str, Path], split: str, variant: str, counts: Counts
+) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 images (N, 3, 32, 32) and the MNIST digits paired with them (N, 28, 28)."""
+    cifar, _ = read_cifar(files, split, variant, counts=counts)
+    mnist, _ = read_mnist(files, split, counts=counts)
+    # The readers enforce `counts`, whose values make these hold.
+    assert len(mnist) >= len(cifar), (split, len(mnist), len(cifar))
+    assert split == "train" or len(mnist) == len(cifar), (split, len(mnist), len(cifar))
+    return cifar, mnist[: len(cifar)]  # train: the first 50,000 digits of 60,000
+
+
+def _sources(files: dict[str, Path], variant: str, counts: Counts) -> dict[str, Sources]:
+    """Each split's sources, converted as `blend` converts them (not cached: a few seconds,
+    and only separation runs need them)."""
+    out = {}
+    for split in ("train", "test"):
+        cifar, mnist = _pairs(files, split, variant, counts)
+        digits = torch.empty((len(cifar), 1, 32, 32), dtype=torch.float32)
+        for start in range(0, len(cifar), _CHUNK):
+            part = slice(start, start + _CHUNK)
+            digits[part] = mnist_to_rgb32(mnist[part])[:, :1]
+        out[split] = Sources(torch.from_numpy(cifar).float().div_(255), digits)
+    return out
 
 
 def _build(
     files: dict[str, Path], p: Preset, variant: str, counts: Counts
 ) -> tuple[Tensor, Tensor]:
     """Parse the source files and blend both splits (the slow path, run once per cache key)."""
-    splits = []
-    for split in ("train", "test"):
-        cifar, _ = read_cifar(files, split, variant, counts=counts)
-        mnist, _ = read_mnist(files, split, counts=counts)
-        # The readers enforce `counts`, whose values make these hold.
-        assert len(mnist) >= len(cifar), (split, len(mnist), len(cifar))
-        assert split == "train" or len(mnist) == len(cifar), (split, len(mnist), len(cifar))
-        splits.append(blend(cifar, mnist[: len(cifar)], p))  # train: the first 50,000 of 60,000
-    return splits[0], splits[1]
+    train, test = (blend(*_pairs(files, split, variant, counts), p) for split in ("train", "test"))
+    return train, test
 
 
 def _all_finite(t: Tensor) -> bool:
@@ -279,6 +319,7 @@ def load_blended(
     cifar_variant: str = "binary",
     progress: bool = True,
     counts: Counts = OFFICIAL_COUNTS,
+    sources: bool = False,
 ) -> BlendedSplits:
     """The blended splits for `preset`, built once and then loaded from the cache.
 
@@ -288,6 +329,7 @@ def load_blended(
     sha256s, preset values, CIFAR variant, resize method, record counts, format version.
     A missing, corrupt or mismatching cache file is rebuilt (atomically). `counts` are the
     record counts the files must have (the official ones; small fixtures pass their own).
+    `sources=True` also returns each blend's two images (`Sources`), for separation.
     """
     p = get_preset(preset)
     if cifar_variant not in CIFAR_VARIANTS:
@@ -326,4 +368,5 @@ def load_blended(
             atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"key": key}))
             cached = train, test, manifest
     train, test, manifest = cached
-    return BlendedSplits(train=train, test=test, preset=p.name, manifest=manifest)
+    pairs = _sources(files, cifar_variant, counts) if sources else None
+    return BlendedSplits(train, test, p.name, manifest, pairs)

@@ -7,9 +7,11 @@ from typing import Any
 
 import torch
 from pytorch_msssim import ssim as _ssim
-from torch import Tensor
+from torch import Tensor, nn
 
-from blendae.models import bits_per_pixel
+from blendae.config import RunConfig
+from blendae.data import to_pixels
+from blendae.models import SeparationModel, bits_per_pixel
 
 
 def psnr_per_image(x: Tensor, x_hat: Tensor, data_range: float = 255.0) -> Tensor:
@@ -60,3 +62,52 @@ def evaluate(
     if has_rate:
         result["test_bpp"] = rate_sum / n
     return result
+
+
+@torch.no_grad()
+def evaluate_separation(
+    separate: Callable[[Tensor], Any],
+    test: dict[str, Tensor],
+    batch_size: int = 1000,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Per-source test loss (MSE in [0, 1]), PSNR and SSIM (pixel space, estimates clamped
+    to [0, 255]) of a separation model; `test` holds "x", "cifar" and "mnist".
+
+    `test_loss`, `test_psnr` and `test_ssim` are the means over the two sources, so every
+    run's metrics.jsonl has the same keys.
+    """
+    sums = {f"{m}_{k}": 0.0 for m in ("sq", "psnr", "ssim") for k in ("cifar", "mnist")}
+    n = len(test["x"])
+    for start in range(0, n, batch_size):
+        batch = {k: v[start : start + batch_size].to(device) for k, v in test.items()}
+        estimates = separate(batch["x"])["sources"]
+        for k in ("cifar", "mnist"):
+            truth, estimate = batch[k].float(), estimates[k].float()
+            sums[f"sq_{k}"] += (estimate - truth).pow(2).sum().item()
+            p, p_hat = (truth * 255).cpu(), (estimate * 255).clamp(0, 255).cpu()
+            sums[f"psnr_{k}"] += psnr_per_image(p, p_hat).clamp(max=100.0).sum().item()
+            sums[f"ssim_{k}"] += ssim(p, p_hat).sum().item()
+    result = {}
+    for k in ("cifar", "mnist"):
+        result[f"test_loss_{k}"] = sums[f"sq_{k}"] / test[k].numel()
+        result[f"test_psnr_{k}"] = sums[f"psnr_{k}"] / n
+        result[f"test_ssim_{k}"] = sums[f"ssim_{k}"] / n
+    for m in ("loss", "psnr", "ssim"):
+        result[f"test_{m}"] = (result[f"test_{m}_cifar"] + result[f"test_{m}_mnist"]) / 2
+    return result
+
+
+def measure(
+    model: nn.Module,
+    test: dict[str, Tensor],
+    config: RunConfig,
+    memory_format: torch.memory_format,
+    device: torch.device,
+) -> dict[str, float]:
+    """A model's test metrics in float32 (per source for separation models)."""
+    run = lambda x: model(x.contiguous(memory_format=memory_format))  # noqa: E731
+    if isinstance(model, SeparationModel):
+        return evaluate_separation(run, test, config.eval_batch_size, device)
+    pixels = lambda x: to_pixels(x, config.preset)  # noqa: E731
+    return evaluate(run, test["x"], pixels, config.eval_batch_size, device)

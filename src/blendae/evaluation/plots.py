@@ -1,4 +1,4 @@
-"""Figures: the study's loss curves and a grid of test originals above reconstructions."""
+"""Figures: the study's loss curves, and grids of test images with what a model made of them."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers or CI
 import matplotlib.pyplot as plt
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
+from blendae.data import to_pixels
 from blendae.files import atomic_write
+from blendae.models import SeparationModel
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -40,17 +43,49 @@ def plot_losses(metrics: list[dict[str, Any]], path: Path, title: str) -> None:
     _save(fig, path)
 
 
-def plot_reconstructions(x_u8: Tensor, x_hat_u8: Tensor, path: Path, title: str) -> None:
-    """Originals (top row) above their reconstructions (bottom row); inputs (N,3,H,W) uint8."""
-    n = len(x_u8)
-    fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.8), squeeze=False)
-    for i in range(n):
-        for row, images in enumerate((x_u8, x_hat_u8)):
-            ax = axes[row][i]
+@torch.no_grad()
+def comparison_rows(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    preset: str,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> dict[str, Tensor]:
+    """Rows of uint8 (N, 3, H, W) images to show a model's work on a few test images:
+    originals and reconstructions, or, for a separation model, the mixture and each
+    source's truth and estimate (gray digits as RGB)."""
+    out = model(batch["x"].contiguous(memory_format=memory_format))
+
+    def pixels(x: Tensor, space: str) -> Tensor:
+        x = x.float().expand(-1, 3, -1, -1)
+        return to_pixels(x, space).clamp(0, 255).round().to(torch.uint8).cpu()
+
+    if not isinstance(model, SeparationModel):
+        return {
+            "original": pixels(batch["x"], preset),
+            "reconstruction": pixels(out["x_hat"], preset),
+        }
+    rows = {"mixture": pixels(batch["x"], preset)}
+    for key, name in (("cifar", "CIFAR"), ("mnist", "digit")):
+        rows[f"{name} true"] = pixels(batch[key], "unit")
+        rows[f"{name} estimate"] = pixels(out["sources"][key], "unit")
+    return rows
+
+
+def grid_image(rows: dict[str, Tensor]) -> Tensor:
+    """The rows as one uint8 image (3, R·H, N·W), for TensorBoard."""
+    return torch.cat([torch.cat(list(row), dim=2) for row in rows.values()], dim=1)
+
+
+def plot_rows(rows: dict[str, Tensor], path: Path, title: str) -> None:
+    """A grid of images, one labelled row per entry of `rows` (uint8 (N, 3, H, W) each)."""
+    n = len(next(iter(rows.values())))
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.4 * len(rows)), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for i in range(n):
+            ax = axes[r][i]
             ax.imshow(images[i].permute(1, 2, 0).numpy())
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0][0].set_ylabel("original")
-        axes[1][0].set_ylabel("reconstruction")
+        axes[r][0].set_ylabel(label)
     fig.suptitle(title)
     _save(fig, path)

@@ -10,9 +10,9 @@ import torch
 
 from blendae import runs
 from blendae.config import RunConfig
-from blendae.data import BlendedSplits, to_pixels
-from blendae.evaluation.metrics import evaluate
-from blendae.evaluation.plots import plot_losses, plot_reconstructions
+from blendae.data import BlendedSplits
+from blendae.evaluation.metrics import measure
+from blendae.evaluation.plots import comparison_rows, plot_losses, plot_rows
 from blendae.files import atomic_write_text
 
 STUDY = {"train_first": 0.9747, "train_last": 0.2641, "test_first": 0.9674, "test_last": 0.2609}
@@ -26,28 +26,34 @@ def evaluate_run(run_dir: Path, splits: BlendedSplits) -> dict[str, Any]:
         config, model = runs.load_model(run_dir)
         state = runs.load_checkpoint(run_dir).state
         metrics: list[dict[str, Any]] = state["metrics"]
-        x_test = splits.test[: config.limit_test]
-        final = evaluate(
-            model, x_test, lambda x: to_pixels(x, config.preset), config.eval_batch_size
-        )
+        test = splits.tensors("test", config.limit_test, torch.device("cpu"))
+        final = measure(model, test, config, torch.contiguous_format, torch.device("cpu"))
         title = f"{config.model} · {config.protocol} · {config.preset}"
         plot_losses(metrics, run_dir / runs.LOSS_PLOT, title)
-        with torch.no_grad():
-            shown = x_test[:N_SHOWN]
-            x_hat = model(shown)["x_hat"]
-        as_u8 = lambda x: to_pixels(x, config.preset).clamp(0, 255).round().to(torch.uint8)  # noqa: E731
-        plot_reconstructions(
-            as_u8(shown),
-            as_u8(x_hat),
-            run_dir / runs.RECONSTRUCTIONS,
-            f"test images (top) and {config.model} reconstructions (bottom)",
-        )
+        rows = comparison_rows(model, {k: v[:N_SHOWN] for k, v in test.items()}, config.preset)
+        plot_rows(rows, run_dir / runs.RECONSTRUCTIONS, f"{config.model} on test images")
         summary = render_summary(
             run_dir.name, config, metrics, final, state["commands"], state["machine"]
         )
         atomic_write_text(run_dir / runs.SUMMARY, summary)
         atomic_write_text(run_dir / runs.FINAL, json.dumps(final, indent=2) + "\n")
     return final
+
+
+SOURCES = (("cifar", "CIFAR"), ("mnist", "digit"))
+
+
+def _source_rows(first: dict[str, Any], last: dict[str, Any]) -> list[str]:
+    """Per-source table rows of a separation run (none for other runs)."""
+    return [
+        f"| {name} {what} | {first[key]:{fmt}} | {last[key]:{fmt}} |"
+        for k, name in SOURCES
+        for what, key, fmt in (
+            ("PSNR (dB)", f"test_psnr_{k}", ".2f"),
+            ("SSIM", f"test_ssim_{k}", ".4f"),
+        )
+        if key in last
+    ]
 
 
 def render_summary(
@@ -77,10 +83,16 @@ def render_summary(
         f"| test loss | {first['test_loss']:.4f} | {last['test_loss']:.4f} |",
         f"| test PSNR (dB, pixel space) | {first['test_psnr']:.2f} | {last['test_psnr']:.2f} |",
         f"| test SSIM | {first['test_ssim']:.4f} | {last['test_ssim']:.4f} |",
+        *_source_rows(first, last),
         "",
         f"Final evaluation on {config.limit_test or 10000} test images: test loss "
         f"{final['test_loss']:.4f}, PSNR {final['test_psnr']:.2f} dB, SSIM {final['test_ssim']:.4f}"
         + (f", estimated rate {final['test_bpp']:.3f} bpp" if "test_bpp" in final else "")
+        + "".join(
+            f"; {name} PSNR {final[f'test_psnr_{k}']:.2f} dB, SSIM {final[f'test_ssim_{k}']:.4f}"
+            for k, name in SOURCES
+            if f"test_psnr_{k}" in final
+        )
         + ".",
         "",
         f"Wall time: {train_seconds:.1f} s for {len(metrics)} epochs (training and per-epoch "

@@ -3,9 +3,11 @@
 Every registered model maps a batch x (B, 3, H, W) in its input space to a dict
 `{"x_hat": (B, 3, H, W), "likelihoods": {name: tensor}}`: the likelihoods of each
 quantized latent, empty for plain autoencoders, so the loss is always distortion plus a
-rate summed over whatever latents a model has (zero when there are none). Separation
-models add `"sources"`. A model that can also write bits subclasses `CompressionModel`
-(as CompressAI's models do): it owns its coding, so the file layer never reaches into it.
+rate summed over whatever latents a model has (zero when there are none). A model that
+can also write bits subclasses `CompressionModel` (as CompressAI's models do): it owns its
+coding, so the file layer never reaches into it. A model that unmixes a blend into its two
+images subclasses `SeparationModel` and adds `"sources"`. Asking which kind a model is
+means asking which class it is, nothing else.
 """
 
 from __future__ import annotations
@@ -41,3 +43,14 @@ class CompressionModel(nn.Module):
 
     def decompress(self, strings: Sequence[Sequence[bytes]], size: tuple[int, int]) -> Tensor:
         raise NotImplementedError
+
+
+class SeparationModel(nn.Module):
+    """A model that unmixes a blend (`unit` space, [0, 1]) into its two images.
+
+    `forward` adds `"sources": {"cifar": (B, 3, H, W), "mnist": (B, 1, H, W)}`, both in
+    [0, 1]; `x_hat` is their blend. H and W must be multiples of `stride`.
+    """
+
+    stride: int = 1
+    preset: ClassVar[str] = "unit"  # the input space separation models are trained in

@@ -13,9 +13,11 @@ from typing import Any
 from torch import nn
 
 from blendae.errors import BlendaeError
+from blendae.models.base import SeparationModel
 from blendae.models.conv import ConvAutoencoder
 from blendae.models.factorized import FactorizedPrior
 from blendae.models.seed import SeedAutoencoder
+from blendae.models.separation import UNetSeparator
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,18 @@ MODELS: dict[str, ModelSpec] = {
     "factorized": ModelSpec(
         FactorizedPrior, "Ballé 2017 codec: GDN transforms, learned factorized prior"
     ),
+    "unet-sep": ModelSpec(
+        UNetSeparator, "separation: a small U-Net predicting the digit; CIFAR = 2·blend − digit"
+    ),
 }
 
 DEFAULT_MODEL = "conv"
+
+
+def is_separator(name: str) -> bool:
+    """Whether registry model `name` is a separation model (its training needs the sources)."""
+    build = MODELS[name].build
+    return isinstance(build, type) and issubclass(build, SeparationModel)
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:

@@ -32,17 +32,19 @@ from tqdm import tqdm
 
 from blendae import runs
 from blendae.config import RunConfig
-from blendae.data import BlendedSplits, to_pixels
+from blendae.data import BlendedSplits
 from blendae.errors import BlendaeError
-from blendae.evaluation.metrics import evaluate
-from blendae.models import CompressionModel, build_model
+from blendae.evaluation.metrics import measure
+from blendae.evaluation.plots import comparison_rows, grid_image
+from blendae.models import CompressionModel, SeparationModel, build_model
 from blendae.training import distributed
-from blendae.training.losses import check_objective, loss_fn
+from blendae.training.losses import Objective, objective_for
 from blendae.training.tensorboard import TensorBoardLogger, tensorboard_available
 
 log = logging.getLogger("blendae")
 
 StopHook = Callable[[nn.Module, int], bool]
+ESTIMATE_AFTER = 50  # steps timed before the first whole-run estimate
 
 
 # ---- small pure helpers -------------------------------------------------------------------
@@ -103,17 +105,17 @@ def match_param_layout(optimizer: torch.optim.Optimizer) -> None:
 
 def forward_backward(
     model: nn.Module,
-    x: Tensor,
+    batch: dict[str, Tensor],
+    objective: Objective,
     *,
-    lmbda: float | None,
     weight: float = 1.0,
     amp: bool,
     memory_format: torch.memory_format,
 ) -> tuple[float, dict[str, float]]:
-    """Forward and backward on x, loss scaled by `weight`; returns the unscaled loss."""
-    x = x.contiguous(memory_format=memory_format)
+    """Forward and backward on a batch, loss scaled by `weight`; returns the unscaled loss."""
+    x = batch["x"].contiguous(memory_format=memory_format)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        loss, stats = loss_fn(model(x), x, lmbda)
+        loss, stats = objective(model(x), batch)
     (loss * weight).backward()
     return loss.item(), stats  # .item() is a sync point; once per step is cheap here
 
@@ -121,15 +123,15 @@ def forward_backward(
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    x: Tensor,
+    batch: dict[str, Tensor],
+    objective: Objective,
     *,
-    lmbda: float | None,
     amp: bool,
     memory_format: torch.memory_format,
 ) -> tuple[float, dict[str, float]]:
     """One mini-batch optimizer step: the loop's inner step, which benchmarks time as is."""
     optimizer.zero_grad(set_to_none=True)
-    result = forward_backward(model, x, lmbda=lmbda, amp=amp, memory_format=memory_format)
+    result = forward_backward(model, batch, objective, amp=amp, memory_format=memory_format)
     optimizer.step()
     return result
 
@@ -165,6 +167,7 @@ class Session:
     model: nn.Module
     ddp_model: nn.Module
     optimizer: torch.optim.Optimizer
+    objective: Objective
     amp: bool
     memory_format: torch.memory_format
     steps_per_epoch: int
@@ -210,43 +213,46 @@ def _check_finite_loss(loss: float, epoch: int, step: int, s: Session) -> None:
 
 # ---- the two protocols' epochs ---------------------------------------------------------------
 def _fullbatch_epoch(
-    s: Session, x_train: Tensor, n_train: int, epoch: int, stop: StopHook | None
+    s: Session, train: dict[str, Tensor], epoch: int, stop: StopHook | None
 ) -> EpochSums:
     """One Adam step on the mean loss over the whole (rank's share of the) training set."""
     sums = EpochSums()
     step = (epoch - 1) * s.steps_per_epoch
     s.set_lr(step)
     s.optimizer.zero_grad(set_to_none=True)
-    shard = x_train[s.ctx.rank :: s.ctx.world_size]
-    for i in range(0, len(shard), s.config.fullbatch_chunk):
-        chunk = shard[i : i + s.config.fullbatch_chunk]
+    n_train = len(train["x"])
+    shard = {k: v[s.ctx.rank :: s.ctx.world_size] for k, v in train.items()}
+    for i in range(0, len(shard["x"]), s.config.fullbatch_chunk):
+        chunk = {k: v[i : i + s.config.fullbatch_chunk] for k, v in shard.items()}
+        n = len(chunk["x"])
         # DDP averages gradients over ranks, so scale by world size to get the global mean.
-        weight = len(chunk) * s.ctx.world_size / n_train
+        weight = n * s.ctx.world_size / n_train
         loss, stats = forward_backward(
             s.ddp_model,
             chunk,
-            lmbda=s.config.lmbda,
+            s.objective,
             weight=weight,
             amp=s.amp,
             memory_format=s.memory_format,
         )
         _check_finite_loss(loss, epoch, step + 1, s)
-        sums.add(loss, stats, len(chunk))
+        sums.add(loss, stats, n)
     s.optimizer.step()
     sums.stopped = _ask_stop(stop, s.model, step + 1, s.ctx)
     return sums
 
 
 def _minibatch_epoch(
-    s: Session, x_train: Tensor, epoch: int, progress: bool, stop: StopHook | None
+    s: Session, train: dict[str, Tensor], epoch: int, progress: bool, stop: StopHook | None
 ) -> EpochSums:
     """A fresh shuffle of (this rank's share of) the training set, one Adam step per batch."""
     sums = EpochSums()
-    n_train, world = len(x_train), s.ctx.world_size
+    n_train, world = len(train["x"]), s.ctx.world_size
     per_rank, local_bs = n_train // world, s.config.batch_size // world
     perm = torch.randperm(n_train, generator=epoch_generator(s.config.seed, epoch))
     perm = perm[s.ctx.rank * per_rank : (s.ctx.rank + 1) * per_rank].to(s.ctx.device)
     step = (epoch - 1) * s.steps_per_epoch
+    t0 = time.perf_counter()
     batches = tqdm(
         range(0, per_rank, local_bs),
         desc=f"epoch {epoch}/{s.config.epochs}",
@@ -256,22 +262,36 @@ def _minibatch_epoch(
     )
     for i in batches:
         s.set_lr(step)
-        xb = x_train[perm[i : i + local_bs]]  # (B, 3, 32, 32)
+        idx = perm[i : i + local_bs]
+        batch = {k: v[idx] for k, v in train.items()}  # "x": (B, 3, 32, 32), sources if any
         loss, stats = train_step(
             s.ddp_model,
             s.optimizer,
-            xb,
-            lmbda=s.config.lmbda,
+            batch,
+            s.objective,
             amp=s.amp,
             memory_format=s.memory_format,
         )
         step += 1
         _check_finite_loss(loss, epoch, step, s)
-        sums.add(loss, stats, len(xb))
+        sums.add(loss, stats, len(idx))
+        if epoch == s.start_epoch and i == ESTIMATE_AFTER * local_bs and s.ctx.is_main:
+            _log_estimate(s, epoch, time.perf_counter() - t0)
         if _ask_stop(stop, s.model, step, s.ctx):
             sums.stopped = True
             break
     return sums
+
+
+def _log_estimate(s: Session, epoch: int, seconds: float) -> None:
+    """A first rough whole-run time, from the session's first steps (evaluation excluded)."""
+    steps_left = s.steps_per_epoch * (s.config.epochs - epoch + 1)
+    log.info(
+        "roughly %s of training to go (%d steps took %.1fs; the epoch lines give the ETA)",
+        _duration(seconds / (ESTIMATE_AFTER + 1) * steps_left),
+        ESTIMATE_AFTER + 1,
+        seconds,
+    )
 
 
 def _ask_stop(
@@ -289,7 +309,8 @@ def _start(
     config: RunConfig,
     run_dir: Path,
     ctx: distributed.DistContext,
-    x_train: Tensor,
+    n_train: int,
+    sample: Tensor,
     *,
     resume: bool,
     command: str,
@@ -299,8 +320,8 @@ def _start(
     torch.manual_seed(config.seed)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = build_model(config.model, **config.model_args)
-    check_model(model, config.model, x_train[:1].cpu())
-    check_objective(model, config.model, config.lmbda)
+    check_model(model, config.model, sample)
+    objective = objective_for(model, config.model, config.lmbda, config.preset)
     model = model.to(device, memory_format=memory_format)
     optimizer = make_optimizer(model, config.lr, device)
     amp = use_bf16(config, model, device)
@@ -313,7 +334,7 @@ def _start(
                 f"{ctx.world_size} processes"
             )
         steps_per_epoch = math.ceil(
-            (len(x_train) // ctx.world_size) / (config.batch_size // ctx.world_size)
+            (n_train // ctx.world_size) / (config.batch_size // ctx.world_size)
         )
     machine = {  # what the epochs' `seconds` were measured on
         "device": str(device),
@@ -324,7 +345,17 @@ def _start(
         "torch": torch.__version__,
     }
     s = Session(
-        config, run_dir, ctx, model, model, optimizer, amp, memory_format, steps_per_epoch, 1
+        config,
+        run_dir,
+        ctx,
+        model,
+        model,
+        optimizer,
+        objective,
+        amp,
+        memory_format,
+        steps_per_epoch,
+        1,
     )
     s.state = {"commands": [command], "machine": machine}
     if resume:
@@ -357,16 +388,8 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
 
 
-def _grid(s: Session, x: Tensor) -> Tensor:
-    """uint8 (3, 2·H, n·W): test images (top row) above their reconstructions (bottom row)."""
-    with torch.no_grad():
-        x_hat = s.model(x.contiguous(memory_format=s.memory_format))["x_hat"].float()
-    rows = [to_pixels(t, s.config.preset).clamp(0, 255).round().byte().cpu() for t in (x, x_hat)]
-    return torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)
-
-
 def _end_epoch(
-    s: Session, epoch: int, sums: EpochSums, x_test: Tensor, seconds_from: float
+    s: Session, epoch: int, sums: EpochSums, test: dict[str, Tensor], seconds_from: float
 ) -> None:
     """Reduce the epoch's sums, evaluate, log, and save metrics and checkpoint (rank 0)."""
     train_seconds = time.perf_counter() - seconds_from
@@ -378,13 +401,7 @@ def _end_epoch(
     if not s.ctx.is_main:
         return
     s.model.eval()
-    result = evaluate(
-        lambda x: s.model(x.contiguous(memory_format=s.memory_format)),  # float32
-        x_test,
-        lambda x: to_pixels(x, s.config.preset),
-        batch_size=s.config.eval_batch_size,
-        device=s.ctx.device,
-    )
+    result = measure(s.model, test, s.config, s.memory_format, s.ctx.device)
     record = {
         "epoch": epoch,
         "train_loss": train_loss,
@@ -408,11 +425,13 @@ def _end_epoch(
         _duration(per_epoch * (s.config.epochs - epoch)),
     )
     if s.tensorboard is not None:
+        shown = {k: v[:8] for k, v in test.items()}
+        rows = comparison_rows(s.model, shown, s.config.preset, s.memory_format)
         s.tensorboard.log_epoch(
             record,
             lr=s.optimizer.param_groups[0]["lr"],
             images_per_second=seen / train_seconds,
-            grids={"reconstructions": _grid(s, x_test[:8])},
+            grids={"examples": grid_image(rows)},
         )
     if epoch == s.config.epochs and isinstance(s.model, CompressionModel):
         s.model.update()  # freeze the codec's integer tables before the final save
@@ -477,9 +496,17 @@ def train(
             if resume and not continues and ctx.is_main:
                 log.info("%s has no checkpoint yet: starting it from epoch 1", run_dir)
             resume = continues
-            x_train = splits.train[: config.limit_train].to(ctx.device)  # (N, 3, 32, 32)
-            x_test = splits.test[: config.limit_test].to(ctx.device)
-            s = _start(config, run_dir, ctx, x_train, resume=resume, command=command)
+            train = splits.tensors("train", config.limit_train, ctx.device)
+            test = splits.tensors("test", config.limit_test, ctx.device)
+            sample = train["x"][:1].cpu()
+            s = _start(
+                config, run_dir, ctx, len(train["x"]), sample, resume=resume, command=command
+            )
+            if isinstance(s.model, SeparationModel) and "cifar" not in train:
+                raise BlendaeError(
+                    f"model {config.model!r} separates blends: train it on splits with their "
+                    "sources (load_blended(..., sources=True))"
+                )
             if s.start_epoch > config.epochs:
                 log.info(
                     "%s is finished (%d of %d epochs); to train it further, resume it with "
@@ -496,7 +523,7 @@ def train(
                     "epoch) into %s; the ETA follows each epoch",
                     config.model,
                     config.preset,
-                    len(x_train),
+                    len(train["x"]),
                     config.epochs,
                     config.protocol,
                     s.steps_per_epoch,
@@ -506,12 +533,12 @@ def train(
                 t0 = time.perf_counter()
                 s.model.train()
                 if config.protocol == "seed-fullbatch":
-                    sums = _fullbatch_epoch(s, x_train, len(x_train), epoch, stop)
+                    sums = _fullbatch_epoch(s, train, epoch, stop)
                 else:
-                    sums = _minibatch_epoch(s, x_train, epoch, progress, stop)
+                    sums = _minibatch_epoch(s, train, epoch, progress, stop)
                 if sums.stopped:
                     break
-                _end_epoch(s, epoch, sums, x_test, t0)
+                _end_epoch(s, epoch, sums, test, t0)
                 distributed.barrier(ctx)
             if s.tensorboard is not None:
                 if s.metrics and s.metrics[-1]["epoch"] == config.epochs:

@@ -1,44 +1,73 @@
-"""The training objective: distortion, plus λ-weighted rate for codec models.
+"""The training objectives: what a model is trained to do follows from what it is.
 
-Plain autoencoders train on the study's loss, the MSE in their input space. Codec models
-train on the rate–distortion objective of Ballé et al. (2017) in CompressAI's convention,
-λ·255²·MSE + bpp (the 255² puts λ on the pixel scale, so published λ values carry over).
+- Plain autoencoders train on the study's loss, the MSE in their input space.
+- Codec models train on the rate–distortion objective of Ballé et al. (2017) in
+  CompressAI's convention, λ·255²·MSE + bpp (the 255² puts λ on the pixel scale, so
+  published λ values carry over).
+- Separation models train on the mean of the two sources' MSEs (in [0, 1]).
+
+A batch is a dict of tensors: "x", the blends, and for separation "cifar" and "mnist".
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from blendae.errors import BlendaeError
-from blendae.models import CompressionModel, bits_per_pixel
+from blendae.models import CompressionModel, SeparationModel, bits_per_pixel
+
+Objective = Callable[[dict[str, Any], dict[str, Tensor]], tuple[Tensor, dict[str, float]]]
 
 
-def check_objective(model: nn.Module, model_name: str, lmbda: float | None) -> None:
-    """A codec model needs a λ and a plain model must not get one: refuse both mistakes."""
-    codec = isinstance(model, CompressionModel)
-    if codec and lmbda is None:
-        raise BlendaeError(
-            f"model {model_name!r} is a codec: give --lambda, the rate–distortion trade-off "
-            "(e.g. 0.01; larger means higher quality and more bits)"
-        )
-    if not codec and lmbda is not None:
-        raise BlendaeError(
-            f"--lambda weighs a rate, but model {model_name!r} codes none; drop --lambda or "
-            "choose a codec model (factorized)"
-        )
+def reconstruction(out: dict[str, Any], batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
+    return F.mse_loss(out["x_hat"].float(), batch["x"].float()), {}
 
 
-def loss_fn(out: dict[str, Any], x: Tensor, lmbda: float | None) -> tuple[Tensor, dict[str, float]]:
-    """The loss of one batch, and floats to log: `mse`, `bpp`, `psnr` when there is a rate."""
+def rate_distortion(
+    out: dict[str, Any], batch: dict[str, Tensor], lmbda: float
+) -> tuple[Tensor, dict[str, float]]:
+    """λ·255²·MSE + bpp, and floats to log: `mse`, `bpp`, `psnr` (x in [0, 1])."""
+    x = batch["x"]
     mse = F.mse_loss(out["x_hat"].float(), x.float())
-    if lmbda is None:
-        return mse, {}
     b, _, h, w = x.shape
     bpp = bits_per_pixel(out["likelihoods"], b * h * w)
     mse_value = float(mse.detach())
     psnr = 10 * math.log10(1 / mse_value) if mse_value > 0 else float("inf")
     return lmbda * 255**2 * mse + bpp, {"mse": mse_value, "bpp": float(bpp.detach()), "psnr": psnr}
+
+
+def separation(out: dict[str, Any], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    """Mean of the per-source MSEs, and each of them to log."""
+    losses = {k: F.mse_loss(out["sources"][k].float(), batch[k]) for k in ("cifar", "mnist")}
+    stats = {f"mse_{k}": float(v.detach()) for k, v in losses.items()}
+    return (losses["cifar"] + losses["mnist"]) / 2, stats
+
+
+def objective_for(model: nn.Module, name: str, lmbda: float | None, preset: str) -> Objective:
+    """The objective of `model`, refusing a λ it cannot use, a missing one, a wrong space."""
+    if isinstance(model, CompressionModel):
+        if lmbda is None:
+            raise BlendaeError(
+                f"model {name!r} is a codec: give --lambda, the rate–distortion trade-off "
+                "(e.g. 0.01; larger means higher quality and more bits)"
+            )
+        return partial(rate_distortion, lmbda=lmbda)
+    if lmbda is not None:
+        raise BlendaeError(
+            f"--lambda weighs a rate, but model {name!r} codes none; drop --lambda or "
+            "choose a codec model (factorized)"
+        )
+    if isinstance(model, SeparationModel):
+        if preset != model.preset:
+            raise BlendaeError(
+                f"separation model {name!r} works in the {model.preset!r} space: use "
+                f"--preset {model.preset}"
+            )
+        return separation
+    return reconstruction
