@@ -17,6 +17,7 @@ import struct
 import tarfile
 import threading
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from blendae import runs
+from blendae import cli, runs
 from blendae.config import RunConfig
 from blendae.data import BlendedSplits
 from blendae.data.formats import Counts
@@ -319,3 +320,32 @@ def server_url(server: MirrorServer) -> str:
 def real_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache per test session, so the real files are copied and blended only once."""
     return tmp_path_factory.mktemp("real-cache")
+
+
+# ---------------------------------------------------------------- the CLI in process
+
+
+def blendae(*argv: str | Path) -> tuple[int, list[str], list[str]]:
+    """`blendae ARGV` in process: (exit status, stdout lines, stderr lines)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            rc = cli.main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse usage errors
+            rc = int(exc.code or 0)
+    return rc, out.getvalue().splitlines(), err.getvalue().splitlines()
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every path under `folder`: file → hash of its bytes and mode, folder → "dir"."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[key] = "link:" + os.readlink(path)
+        elif path.is_dir():
+            found[key] = "dir"
+        else:
+            data = path.read_bytes()
+            found[key] = hashlib.sha256(data).hexdigest() + oct(path.stat().st_mode)
+    return found

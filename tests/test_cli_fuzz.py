@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from blendae import codec as api
-from test_codec_files import blendae, snapshot
+from conftest import blendae, snapshot
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "ppm": "PPM", "bmp": "BMP", "gif": "GIF", "tif": "TIFF"}
 FORMATS["webp"] = "WEBP"

@@ -76,3 +76,47 @@ def test_separators_refuse_other_spaces_and_missing_sources(
     config = RunConfig(model="unet-sep", model_args=SMALL, preset="unit", epochs=1)
     with pytest.raises(BlendaeError, match="sources"):
         loop.train(config, tmp_path / "b", tiny_splits)
+
+
+@pytest.fixture
+def separator_run(tmp_path: Path) -> str:
+    """A run folder holding a small (untrained) separation model."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    folder = tmp_path / "sep-run"
+    folder.mkdir()
+    save_file(build_model("unet-sep", **SMALL).state_dict(), folder / runs.WEIGHTS)
+    runs.save_config(folder, RunConfig(model="unet-sep", model_args=SMALL, preset="unit"))
+    return str(folder)
+
+
+def test_separate_writes_both_sources_safely(separator_run: str, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from conftest import blendae, snapshot
+
+    rng = np.random.default_rng(0)
+    mixes = tmp_path / "mixes"
+    mixes.mkdir()
+    for name in ("a", "b"):
+        photo = rng.integers(0, 256, (32, 32, 3))
+        digit = rng.integers(0, 256, (32, 32, 1))  # gray: a blend's second image
+        mix = np.round((photo + digit) / 2).astype(np.uint8)
+        Image.fromarray(mix).save(mixes / f"{name}.png")
+    rc, out, err = blendae("separate", mixes, "-o", tmp_path / "parts", "--model", separator_run)
+    assert rc == 0 and len(out) == 4 and err == ["blendae: 2 images separated into 4 files"]
+    for name in ("a", "b"):
+        mix = np.asarray(Image.open(mixes / f"{name}.png")).astype(int)
+        cifar = np.asarray(Image.open(tmp_path / "parts" / f"{name}.cifar.png")).astype(int)
+        digit = np.asarray(Image.open(tmp_path / "parts" / f"{name}.mnist.png")).astype(int)
+        assert cifar.shape == (32, 32, 3) and digit.shape == (32, 32)
+        assert np.abs((cifar + digit[..., None]) / 2 - mix).max() <= 1  # one gray level
+    before = snapshot(tmp_path)
+    rc, _, err = blendae("separate", mixes, "-o", tmp_path / "parts", "--model", separator_run)
+    assert rc == 2 and len(err) == 1 and "already exists; use --force" in err[0]
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "small.png")
+    rc, _, err = blendae("separate", tmp_path / "small.png", "-o", tmp_path / "x")
+    assert rc == 2 and len(err) == 1 and "28x28" in err[0] and "32x32" in err[0]
+    assert snapshot(tmp_path) == {**before, "small.png": snapshot(tmp_path)["small.png"]}

@@ -34,6 +34,10 @@ TRAIN_EXAMPLES = """examples:
 COMPRESS_EXAMPLES = """  blendae compress tiny.png -o tiny.bae
   blendae compress photos/ -o compressed/ --recursive
   blendae compress a.png -o a.bae --model q0 --force      smaller file, replace a.bae"""
+SEPARATE_EXAMPLES = (
+    "  blendae separate mix.png -o parts/     writes parts/mix.cifar.png, mix.mnist.png\n"
+    "  blendae separate mixes/ -o parts/ --force"
+)
 DECOMPRESS_EXAMPLES = """  blendae decompress tiny.bae -o tiny.png
   blendae decompress compressed/ -o restored/ --recursive"""
 
@@ -177,14 +181,8 @@ def _shipped_models() -> str:
     return "shipped models (--model NAME):\n" + "\n".join(lines)
 
 
-def _add_file_options(p: argparse.ArgumentParser, suffix: str) -> None:
-    p.add_argument(
-        "-o",
-        "--out",
-        type=Path,
-        required=True,
-        help=f"output folder, or a file ending in {suffix} for one input",
-    )
+def _add_file_options(p: argparse.ArgumentParser, out_help: str) -> None:
+    p.add_argument("-o", "--out", type=Path, required=True, help=out_help)
     p.add_argument(
         "-f", "--force", action="store_true", help="replace existing output files (never inputs)"
     )
@@ -230,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "compress", "images (files or folders) → .bae files", COMPRESS_EXAMPLES)
     p.epilog = f"{_shipped_models()}\n\n{p.epilog}"
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
-    _add_file_options(p, ".bae")
+    _add_file_options(p, "output folder, or a file ending in .bae for one input")
     p.add_argument(
         "--model",
         default=None,
@@ -239,9 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(sub, "decompress", ".bae files (or folders of them) → PNG", DECOMPRESS_EXAMPLES)
     p.add_argument("inputs", nargs="+", type=Path, help=".bae files or folders of them")
-    _add_file_options(p, ".png")
+    _add_file_options(p, "output folder, or a file ending in .png for one input")
     p.add_argument(
         "--model", default=None, help="run folder of the model that made the files, if not shipped"
+    )
+
+    p = _sub(
+        sub, "separate", "mean images → their CIFAR-10 image and MNIST digit", SEPARATE_EXAMPLES
+    )
+    p.add_argument("inputs", nargs="+", type=Path, help="32×32 mean images, or folders of them")
+    _add_file_options(p, "output folder (two files per input)")
+    p.add_argument(
+        "--model", default=None, help="run folder of a separation model (default: the shipped one)"
     )
 
     p = _sub(
@@ -351,6 +358,14 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> None:
         )
         print("\n".join(map(str, report.written)))
         print("\n".join(f"blendae: {line}" for line in report.lines()), file=sys.stderr)
+    elif args.command == "separate":
+        from blendae.separate import separate_files
+
+        report = separate_files(
+            args.inputs, args.out, model=args.model, force=args.force, recursive=args.recursive
+        )
+        print("\n".join(map(str, report.written)))
+        print("\n".join(f"blendae: {line}" for line in report.lines), file=sys.stderr)
     elif args.command == "serve":
         from blendae.serve import serve
 

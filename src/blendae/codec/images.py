@@ -4,14 +4,12 @@ Images are uint8 arrays H×W (gray), H×W×1 or H×W×3. They are converted from
 the model's input space (its preset; gray is repeated to 3 channels), padded at the edges to
 a multiple of the model's stride, and coded by the model itself; decoding crops back and
 returns the input's shape. Same-size images share network calls, a bounded number of
-pixels at a time; an image larger than that goes through the network in overlapping tiles,
-so memory stays bounded whatever the input (the bitstream does not depend on the tiling).
+pixels at a time; the model codes a larger image in tiles, so memory stays bounded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,8 +22,6 @@ from blendae.data import from_pixels, to_pixels
 from blendae.errors import BlendaeError
 
 BATCH_PIXELS = 1 << 20  # pixels per network call: amortizes calls, bounds memory (~0.3 GB)
-TILE = 512  # side of a network tile for images above BATCH_PIXELS (a multiple of any stride)
-HALO = 4  # latent rows/columns of context around a tile: covers the receptive field
 MAX_PIXELS = 1 << 22  # the largest image coded (2048×2048); memory is bounded by the tiling
 
 
@@ -86,69 +82,11 @@ def reconstruct(images: Sequence[np.ndarray], model: str | None = None) -> np.nd
     return to_uint8(x_hat, codec, 3)
 
 
-def _chunks(members: list[int], pixels: int) -> list[list[int]]:
-    """Same-size images grouped so that one network call sees at most BATCH_PIXELS pixels."""
-    per_call = max(1, BATCH_PIXELS // max(pixels, 1))
+def batches(members: list[int], pixels: int, budget: int = BATCH_PIXELS) -> list[list[int]]:
+    """Same-size images (`pixels` each) grouped so that one network call sees at most
+    `budget` pixels (an image larger than that goes alone; the model tiles it)."""
+    per_call = max(1, budget // max(pixels, 1))
     return [members[i : i + per_call] for i in range(0, len(members), per_call)]
-
-
-def _tiles(size: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
-    """Cover range(size) by tiles: (start, stop) of the tile with its halo, (start, stop) of
-    the part kept. All values are in the same unit (pixels or latents)."""
-    out = []
-    for start in range(0, size, tile):
-        stop = min(start + tile, size)
-        out.append((max(start - halo, 0), min(stop + halo, size), start, stop))
-    return out
-
-
-def _tileable(codec: Codec) -> bool:
-    model = codec.model
-    return all(hasattr(model, name) for name in ("g_a", "g_s", "entropy_bottleneck"))
-
-
-def _analysis(codec: Codec, x: Tensor) -> Tensor:
-    """g_a over a (B, 3, H, W) input in tiles with a halo of HALO latents: equals g_a(x)
-    (the receptive field of the analysis is under HALO latents on each side)."""
-    model: Any = codec.model
-    s = model.stride
-    h, w = x.shape[2:]
-    if h * w <= BATCH_PIXELS:
-        return model.g_a(x)
-    rows, cols = _tiles(h // s, TILE // s, HALO), _tiles(w // s, TILE // s, HALO)
-    y: Tensor | None = None
-    for r0, r1, k0, k1 in rows:
-        for c0, c1, j0, j1 in cols:
-            part = model.g_a(
-                x[:, :, r0 * s : r1 * s, c0 * s : c1 * s].contiguous(
-                    memory_format=torch.channels_last
-                )
-            )
-            if y is None:
-                y = part.new_empty((x.shape[0], part.shape[1], h // s, w // s))
-            y[:, :, k0:k1, j0:j1] = part[:, :, k0 - r0 : k1 - r0, j0 - c0 : j1 - c0]
-    assert y is not None
-    return y
-
-
-def _synthesis(codec: Codec, y_hat: Tensor) -> Tensor:
-    """g_s over a (B, M, h, w) latent in tiles with a halo of HALO latents: equals g_s."""
-    model: Any = codec.model
-    s = model.stride
-    h, w = y_hat.shape[2:]
-    if h * w * s * s <= BATCH_PIXELS:
-        return model.g_s(y_hat.contiguous(memory_format=torch.channels_last))
-    rows, cols = _tiles(h, TILE // s, HALO), _tiles(w, TILE // s, HALO)
-    x_hat = torch.empty((y_hat.shape[0], 3, h * s, w * s))
-    for r0, r1, k0, k1 in rows:
-        for c0, c1, j0, j1 in cols:
-            part = model.g_s(
-                y_hat[:, :, r0:r1, c0:c1].contiguous(memory_format=torch.channels_last)
-            )
-            x_hat[:, :, k0 * s : k1 * s, j0 * s : j1 * s] = part[
-                :, :, (k0 - r0) * s : (k1 - r0) * s, (j0 - c0) * s : (j1 - c0) * s
-            ]
-    return x_hat
 
 
 def compress_batch(images: Sequence[np.ndarray], model: str | None = None) -> list[bytes]:
@@ -161,16 +99,9 @@ def compress_batch(images: Sequence[np.ndarray], model: str | None = None) -> li
         groups.setdefault(shape, []).append(i)
     for (h, w, c), members in groups.items():
         header = container.Header(codec.model_id, h, w, c)
-        for chunk in _chunks(members, h * w):
+        for chunk in batches(members, h * w):
             with torch.inference_mode():
-                x = to_input([images[i] for i in chunk], codec)
-                if _tileable(codec):
-                    model: Any = codec.model
-                    y = _analysis(codec, x)
-                    del x
-                    strings = [[s] for s in model.entropy_bottleneck.compress(y)]
-                else:
-                    strings = codec.model.compress(x)
+                strings = codec.model.compress(to_input([images[i] for i in chunk], codec))
             for i, image_strings in zip(chunk, strings, strict=True):
                 out[i] = container.pack(header, image_strings)
     return out
@@ -196,8 +127,9 @@ def decompress_parsed(
 ) -> list[np.ndarray]:
     """Unpacked `.bae` files (header, payload) → uint8 images, as `decompress_batch`.
 
-    Every file is checked and entropy-decoded before any network call, so a bad file fails
-    fast; `names` (one per file) prefix the errors that concern one file.
+    Every header and model is checked before any decoding, and a model entropy-decodes a
+    batch before its network runs, so a bad file fails fast; `names` (one per file) prefix
+    the errors that concern one file.
     """
 
     def named(i: int, exc: BlendaeError) -> BlendaeError:
@@ -213,35 +145,23 @@ def decompress_parsed(
     for i, (header, _) in enumerate(parsed):
         groups.setdefault((header.model_id, header.height, header.width), []).append(i)
     codecs = {key: codec_for(key[0], model) for key in groups}  # refuse before any decoding
-    latents: dict[int, Tensor] = {}
-    for key, members in groups.items():  # entropy-decode every file before any network call
-        codec, (_, h, w) = codecs[key], key
-        if not _tileable(codec):
-            continue
-        stride = codec.model.stride
-        latent = (-(-h // stride), -(-w // stride))
-        bottleneck: Any = codec.model.entropy_bottleneck
-        for i in members:
-            try:
-                strings = container.split_strings(parsed[i][1], codec.model.num_strings)
-                latents[i] = bottleneck.decompress([strings[0]], latent)
-            except BlendaeError as exc:
-                raise named(i, exc) from exc
     for key, members in groups.items():
         codec, (_, h, w) = codecs[key], key
         stride = codec.model.stride
         size = (h + -h % stride, w + -w % stride)  # the padded image the model coded
-        for chunk in _chunks(members, size[0] * size[1]):
-            with torch.inference_mode():
-                if _tileable(codec):
-                    y_hat = torch.cat([latents.pop(i) for i in chunk])
-                    x_hat = _synthesis(codec, y_hat)[:, :, :h, :w]
-                else:
-                    strings = [
-                        container.split_strings(parsed[i][1], codec.model.num_strings)
-                        for i in chunk
-                    ]
+        for chunk in batches(members, size[0] * size[1]):
+            strings = []
+            for i in chunk:
+                try:
+                    strings.append(container.split_strings(parsed[i][1], codec.model.num_strings))
+                except BlendaeError as exc:
+                    raise named(i, exc) from exc
+            try:
+                with torch.inference_mode():
                     x_hat = codec.model.decompress(strings, size)[:, :, :h, :w]
+            except BlendaeError:
+                _name_the_bad_file(codec, chunk, strings, size, named)
+                raise
             kinds = {parsed[i][0].channels for i in chunk}
             rgb = to_uint8(x_hat, codec, 3) if 3 in kinds else None  # (B, h, w, 3)
             gray = to_uint8(x_hat, codec, 1)[..., 0] if 1 in kinds else None  # (B, h, w)
@@ -250,6 +170,22 @@ def decompress_parsed(
                 assert pick is not None
                 out[i] = pick[k]
     return out
+
+
+def _name_the_bad_file(
+    codec: Codec,
+    chunk: list[int],
+    strings: list[list[bytes]],
+    size: tuple[int, int],
+    named: Callable[[int, BlendaeError], BlendaeError],
+) -> None:
+    """A batch failed to decode: find its first bad file and raise that file's error."""
+    for i, one in zip(chunk, strings, strict=True):
+        try:
+            with torch.inference_mode():
+                codec.model.decompress([one], size)
+        except BlendaeError as exc:
+            raise named(i, exc) from exc
 
 
 def decompress(data: bytes, model: str | None = None) -> np.ndarray:

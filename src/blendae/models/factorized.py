@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from blendae.errors import BlendaeError
+from blendae.models import tiling
 from blendae.models.base import CompressionModel
 from blendae.models.entropy import EntropyBottleneck, quantize
 from blendae.models.layers import GDN, make_activation
@@ -43,8 +44,14 @@ class FactorizedPrior(CompressionModel):
     the 1–2.5 bpp range. ste=True decodes the rounded latent with a straight-through
     gradient while the rate still sees the noisy one (as in Minnen & Singh 2020): the
     synthesis then trains on what it will decode, worth ~0.5 dB after one CPU epoch here.
-    The defaults are the shipped models' architecture.
+    The defaults are the shipped models' architecture. Coding runs the transforms in
+    overlapping tiles of `tile` pixels above `tile_above` pixels per image, so memory stays
+    bounded at any size; the bitstream does not depend on the tiling (tested).
     """
+
+    tile = 512  # tile side in pixels (a multiple of the stride)
+    tile_above = 1 << 20  # pixels per image above which the transforms run in tiles
+    halo = 4  # latents of context around a tile: covers the receptive field of g_a and g_s
 
     def __init__(
         self, N: int = 64, M: int = 32, depth: int = 2, act: str = "gdn", ste: bool = True
@@ -85,14 +92,23 @@ class FactorizedPrior(CompressionModel):
     def update(self) -> None:
         self.entropy_bottleneck.update()
 
+    def _tiled(self, pixels: int) -> bool:
+        return pixels > self.tile_above
+
     def compress(self, x: Tensor) -> list[list[bytes]]:
         """x (B, 3, H, W) → [[y string]] per image."""
-        return [[s] for s in self.entropy_bottleneck.compress(self.g_a(x))]
+        if self._tiled(x.shape[2] * x.shape[3]):
+            y = tiling.analysis(self.g_a, x, self.stride, self.tile, self.halo)
+        else:
+            y = self.g_a(x)
+        return [[s] for s in self.entropy_bottleneck.compress(y)]
 
     def decompress(self, strings: Sequence[Sequence[bytes]], size: tuple[int, int]) -> Tensor:
         """[[y string]] per image → x_hat (B, 3, *size)."""
         latent = (size[0] // self.stride, size[1] // self.stride)
         y_hat = self.entropy_bottleneck.decompress([s[0] for s in strings], latent)
+        if self._tiled(size[0] * size[1]):
+            return tiling.synthesis(self.g_s, y_hat, self.stride, self.tile, self.halo)
         # Channels-last, as the encoder's latent is when the codec feeds channels-last images:
         # the same layout gives the same float arithmetic as the evaluation forward pass.
         return self.g_s(y_hat.contiguous(memory_format=torch.channels_last))  # (B, 3, H, W)
