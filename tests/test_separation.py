@@ -120,3 +120,42 @@ def test_separate_writes_both_sources_safely(separator_run: str, tmp_path: Path)
     rc, _, err = blendae("separate", tmp_path / "small.png", "-o", tmp_path / "x")
     assert rc == 2 and len(err) == 1 and "28x28" in err[0] and "32x32" in err[0]
     assert snapshot(tmp_path) == {**before, "small.png": snapshot(tmp_path)["small.png"]}
+
+
+@pytest.mark.mirror
+def test_the_cli_gives_the_benchmarks_numbers(tmp_path: Path) -> None:
+    """8-bit PNG blends made from the raw test files, separated by `blendae separate`,
+    score within 0.3 dB of the benchmark's in-memory path (shipped model, 300 images)."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from blendae.data import load_blended
+    from blendae.evaluation.metrics import separation_scores
+    from blendae.separate import load_separator
+    from conftest import blendae
+
+    splits = load_blended("unit", mirror=os.environ["BLENDAE_MIRROR"], progress=False, sources=True)
+    assert splits.sources is not None
+    n = 300
+    x, src = splits.test[:n], splits.sources["test"]
+    truth = {"cifar": src.cifar[:n], "mnist": src.mnist[:n]}
+    with torch.inference_mode():
+        sources = load_separator().model(x)["sources"]
+    as_u8 = lambda t: (t * 255).round().clamp(0, 255).to(torch.uint8)  # noqa: E731
+    bench = separation_scores(as_u8(sources["cifar"]), as_u8(sources["mnist"]), truth)
+    (tmp_path / "mix").mkdir()
+    for i, image in enumerate(as_u8(x).permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(image).save(tmp_path / "mix" / f"{i:04d}.png")
+    rc, _, _ = blendae("separate", tmp_path / "mix", "-o", tmp_path / "out")
+    assert rc == 0
+    read = lambda suffix: np.stack(  # noqa: E731
+        [np.asarray(Image.open(tmp_path / "out" / f"{i:04d}{suffix}")) for i in range(n)]
+    )
+    cifar = torch.from_numpy(read(".cifar.png")).permute(0, 3, 1, 2)
+    digits = torch.from_numpy(read(".mnist.png"))[:, None]
+    cli = separation_scores(cifar, digits, truth)
+    for key in ("psnr_cifar", "psnr_mnist"):
+        assert abs(cli[key] - bench[key]) <= 0.3, (key, cli[key], bench[key])
+    assert min(bench["psnr_cifar"], bench["psnr_mnist"]) > 25  # it separates (baseline: 12)

@@ -1,7 +1,8 @@
-"""Reconstruction quality in pixel space (0–255): PSNR per image and SSIM."""
+"""Quality in pixel space (0–255): PSNR, SSIM and rate of reconstructions and separations."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -111,3 +112,23 @@ def measure(
         return evaluate_separation(run, test, config.eval_batch_size, device)
     pixels = lambda x: to_pixels(x, config.preset)  # noqa: E731
     return evaluate(run, test["x"], pixels, config.eval_batch_size, device)
+
+
+def separation_scores(
+    cifar_u8: Tensor, digit_u8: Tensor, truth: dict[str, Tensor]
+) -> dict[str, float]:
+    """Per-source scores of 8-bit estimates, as `blendae separate` writes them: CIFAR
+    (N, 3, H, W) and digits (N, 1, H, W) uint8 against the float sources in [0, 1].
+
+    `psnr_*`: PSNR of the set's mean squared error (pixel space); `psnr_*_per_image`: the
+    mean of per-image PSNRs; `ssim_*`: mean SSIM. Digits are scored on their one channel.
+    """
+    scores = {}
+    for key, estimate in (("cifar", cifar_u8), ("mnist", digit_u8)):
+        p, p_hat = (truth[key] * 255).double(), estimate.double()
+        mse = float((p_hat - p).pow(2).mean())
+        scores[f"psnr_{key}"] = 10 * math.log10(255**2 / mse) if mse > 0 else math.inf
+        per_image = psnr_per_image(p, p_hat).clamp(max=100.0)
+        scores[f"psnr_{key}_per_image"] = float(per_image.mean())
+        scores[f"ssim_{key}"] = float(ssim(p, p_hat).mean())
+    return scores
