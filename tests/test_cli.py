@@ -69,6 +69,35 @@ def test_evaluate_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert len(lines) == 1 and "not a blendae run folder" in lines[0]
 
 
+def test_version_and_help_for_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    from blendae import __version__
+    from blendae.cli import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"blendae {__version__}"
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # the documented subcommands
+    for name, sub in commands.items():
+        assert "examples:" in (sub.epilog or ""), name
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+    assert (
+        "q3" in commands["compress"].format_help()
+        and "(default)" in commands["compress"].format_help()
+    )
+
+
+def test_resume_takes_the_folder_as_its_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"model": "seed", "lr": 0.001}))
+    assert main(["train", "--resume", str(out), "--lr", "0.01"]) == 2
+    assert "--lr" in _err_lines(capsys)[0]  # the run in that folder was found and checked
+
+
 def test_module_entry_point() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "blendae", "--help"], capture_output=True, text=True, check=False
@@ -118,7 +147,19 @@ def test_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert 0.8 < metrics[0]["train_loss"] < 1.1
     summary = (out / "summary.md").read_text()
     assert "blendae run --model seed" in summary and "0.2609" in summary
-    # Resume continues to epoch 3 from the checkpoint.
-    assert main(["train", "--out", str(out), "--resume", "--epochs", "3"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    mirror = str(Path(os.environ["BLENDAE_MIRROR"]).resolve())
+    assert config["data_source"]["mirror"] == mirror  # resolved from the environment
+    # Resume continues to epoch 3 from the checkpoint, and the report follows.
+    assert main(["train", "--resume", str(out), "--epochs", "3"]) == 0
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert (
+        "| 3 epochs" in (out / "summary.md").read_text()
+        or " 3 epochs" in (out / "summary.md").read_text()
+    )
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    assert "PSNR" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_psnr"] > 0

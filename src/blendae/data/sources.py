@@ -373,7 +373,7 @@ def _transfer(url: str, part: Path, progress: bool, limit: int) -> bool:
                     unit_scale=True,
                     unit_divisor=1024,
                     file=sys.stderr,
-                    disable=not progress,
+                    disable=not (progress and sys.stderr.isatty()),  # no bar lines in logs
                     leave=False,
                 ) as bar,
             ):

@@ -14,6 +14,7 @@ through `blendae.runs`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import math
@@ -44,7 +45,7 @@ from blendae.training.tensorboard import TensorBoardLogger, tensorboard_availabl
 log = logging.getLogger("blendae")
 
 StopHook = Callable[[nn.Module, int], bool]
-ESTIMATE_AFTER = 50  # steps timed before the first whole-run estimate
+ESTIMATE_STEPS = 5  # training steps timed (on a copy) for the first whole-run estimate
 
 
 # ---- small pure helpers -------------------------------------------------------------------
@@ -252,7 +253,6 @@ def _minibatch_epoch(
     perm = torch.randperm(n_train, generator=epoch_generator(s.config.seed, epoch))
     perm = perm[s.ctx.rank * per_rank : (s.ctx.rank + 1) * per_rank].to(s.ctx.device)
     step = (epoch - 1) * s.steps_per_epoch
-    t0 = time.perf_counter()
     batches = tqdm(
         range(0, per_rank, local_bs),
         desc=f"epoch {epoch}/{s.config.epochs}",
@@ -275,23 +275,27 @@ def _minibatch_epoch(
         step += 1
         _check_finite_loss(loss, epoch, step, s)
         sums.add(loss, stats, len(idx))
-        if epoch == s.start_epoch and i == ESTIMATE_AFTER * local_bs and s.ctx.is_main:
-            _log_estimate(s, epoch, time.perf_counter() - t0)
         if _ask_stop(stop, s.model, step, s.ctx):
             sums.stopped = True
             break
     return sums
 
 
-def _log_estimate(s: Session, epoch: int, seconds: float) -> None:
-    """A first rough whole-run time, from the session's first steps (evaluation excluded)."""
-    steps_left = s.steps_per_epoch * (s.config.epochs - epoch + 1)
-    log.info(
-        "roughly %s of training to go (%d steps took %.1fs; the epoch lines give the ETA)",
-        _duration(seconds / (ESTIMATE_AFTER + 1) * steps_left),
-        ESTIMATE_AFTER + 1,
-        seconds,
-    )
+def estimate_seconds(s: Session, train: dict[str, Tensor]) -> float:
+    """Rough time of the session's remaining training steps, from a few steps of a copy of
+    the model and optimizer (the run itself, its RNG included, is left untouched)."""
+    rng = torch.get_rng_state()
+    model = copy.deepcopy(s.model)
+    optimizer = make_optimizer(model, s.config.lr, s.ctx.device)
+    batch = {k: v[: s.config.batch_size // s.ctx.world_size] for k, v in train.items()}
+    seconds = 0.0
+    for k in range(ESTIMATE_STEPS + 1):  # the first step warms up, untimed
+        t0 = time.perf_counter()
+        train_step(model, optimizer, batch, s.objective, amp=s.amp, memory_format=s.memory_format)
+        seconds += (time.perf_counter() - t0) * (k > 0)
+    torch.set_rng_state(rng)
+    epochs_left = s.config.epochs - s.start_epoch + 1
+    return seconds / ESTIMATE_STEPS * s.steps_per_epoch * epochs_left
 
 
 def _ask_stop(
@@ -518,16 +522,20 @@ def train(
             elif resume:
                 log.info("resuming %s at epoch %d of %d", run_dir, s.start_epoch, config.epochs)
             else:
+                rough = (
+                    f"roughly {_duration(estimate_seconds(s, train))} of training steps"
+                    if config.protocol == "minibatch" and ctx.is_main
+                    else "one full-batch step per epoch"
+                )
                 log.info(
-                    "training %s (%s preset) on %d images for %d epochs (%s, %d steps per "
-                    "epoch) into %s; the ETA follows each epoch",
+                    "training %s (%s preset) on %d images for %d epochs into %s: %s "
+                    "(evaluation adds to that); each epoch's line gives the ETA",
                     config.model,
                     config.preset,
                     len(train["x"]),
                     config.epochs,
-                    config.protocol,
-                    s.steps_per_epoch,
                     run_dir,
+                    rough,
                 )
             for epoch in range(s.start_epoch, config.epochs + 1):
                 t0 = time.perf_counter()
