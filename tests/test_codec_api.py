@@ -77,24 +77,24 @@ def test_paths(run: str, tmp_path: Path) -> None:
     for i, image in enumerate(images):
         Image.fromarray(image).save(src / f"im{i}.png")
     Image.fromarray(images[0][:, :, 0]).save(src / "gray.png")
-    baes = api.compress_paths([src], tmp_path / "bae", model=run)
+    baes = api.compress_files([src], tmp_path / "bae", model=run).written
     assert [p.name for p in baes] == ["gray.bae", "im0.bae", "im1.bae", "im2.bae"]
-    pngs = api.decompress_paths([tmp_path / "bae"], tmp_path / "out", model=run)
+    pngs = api.decompress_files([tmp_path / "bae"], tmp_path / "out", model=run).written
     assert [p.name for p in pngs] == ["gray.png", "im0.png", "im1.png", "im2.png"]
     assert np.asarray(Image.open(pngs[0])).shape == (20, 24)
     assert np.asarray(Image.open(pngs[1])).shape == (20, 24, 3)
-    one = api.compress_paths([src / "im1.png"], tmp_path / "one.bae", model=run)
+    one = api.compress_files([src / "im1.png"], tmp_path / "one.bae", model=run).written
     assert one == [tmp_path / "one.bae"]
-    back = api.decompress_paths(one, tmp_path / "one.png", model=run)
+    back = api.decompress_files(one, tmp_path / "one.png", model=run).written
     assert np.array_equal(np.asarray(Image.open(back[0])), np.asarray(Image.open(pngs[2])))
     with pytest.raises(BlendaeError, match="does not exist"):
-        api.compress_paths([tmp_path / "missing.png"], tmp_path / "x", model=run)
+        api.compress_files([tmp_path / "missing.png"], tmp_path / "x", model=run)
     (src / "broken.png").write_bytes(b"not an image")
     with pytest.raises(BlendaeError, match=r"broken\.png"):
-        api.compress_paths([src], tmp_path / "x", model=run)
+        api.compress_files([src], tmp_path / "x", model=run)
     (tmp_path / "bae" / "junk.bae").write_bytes(b"junk")
     with pytest.raises(BlendaeError, match=r"junk\.bae: not a \.bae file"):
-        api.decompress_paths([tmp_path / "bae"], tmp_path / "y", model=run)
+        api.decompress_files([tmp_path / "bae"], tmp_path / "y", model=run)
 
 
 def test_shipped_models_load_and_are_distinct() -> None:

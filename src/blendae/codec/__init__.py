@@ -1,7 +1,7 @@
 """The learned image codec, on top of the models: the `.bae` container (`container`), which
 model codes a file (`loader`), images ↔ bytes (`images`) and files ↔ files (`files`)."""
 
-from blendae.codec.files import compress_paths, decompress_paths
+from blendae.codec.files import compress_files, decompress_files
 from blendae.codec.images import compress, compress_batch, decompress, decompress_batch
 from blendae.codec.loader import DEFAULT, Codec, load_codec, zoo_entries
 
@@ -10,10 +10,10 @@ __all__ = [
     "Codec",
     "compress",
     "compress_batch",
-    "compress_paths",
+    "compress_files",
     "decompress",
     "decompress_batch",
-    "decompress_paths",
+    "decompress_files",
     "load_codec",
     "zoo_entries",
 ]

@@ -7,7 +7,6 @@ failure is one error.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +14,6 @@ from blendae.codec import container
 from blendae.codec.images import check_size, compress_batch, decompress_parsed
 from blendae.errors import BlendaeError
 from blendae.imagefiles import IMAGE_SUFFIXES, expand, plan_targets, read_image, write_all
-
-log = logging.getLogger("blendae")
 
 
 @dataclass
@@ -48,13 +45,6 @@ class Report:
             f"{n} file{'s' if n != 1 else ''}, {self.bytes_in:,} → {self.bytes_out:,} bytes "
             f"(image files {ratio:.2f}× the .bae size), {bpp:.3f} bpp"
         )
-
-
-def _finish(report: Report) -> Report:
-    for note in report.notes:
-        log.warning("%s", note)
-    log.info("%s", report.summary())
-    return report
 
 
 def compress_files(
@@ -112,33 +102,3 @@ def decompress_files(
     ]
     write_all(targets, writers, force)
     return report.wrote(targets)
-
-
-def compress_paths(
-    inputs: list[Path],
-    out: Path,
-    *,
-    model: str | None = None,
-    force: bool = False,
-    recursive: bool = False,
-) -> list[Path]:
-    """`compress_files`, its warnings and summary logged to logger "blendae": the paths
-    written."""
-    return _finish(
-        compress_files(inputs, out, model=model, force=force, recursive=recursive)
-    ).written
-
-
-def decompress_paths(
-    inputs: list[Path],
-    out: Path,
-    *,
-    model: str | None = None,
-    force: bool = False,
-    recursive: bool = False,
-) -> list[Path]:
-    """`decompress_files`, its warnings and summary logged to logger "blendae": the paths
-    written."""
-    return _finish(
-        decompress_files(inputs, out, model=model, force=force, recursive=recursive)
-    ).written
