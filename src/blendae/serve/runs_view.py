@@ -7,6 +7,7 @@ files, bad JSON) is reported as broken with the reason, never raised.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -14,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from blendae.errors import BlendaeError
-from blendae.runs import CONFIG, FINAL, LOSS_PLOT, METRICS, RECONSTRUCTIONS, SUMMARY
+from blendae.runs import (
+    CONFIG,
+    FINAL,
+    LOSS_PLOT,
+    METRICS,
+    RECONSTRUCTIONS,
+    SUMMARY,
+    load_config,
+)
 
 IMAGES = (LOSS_PLOT, RECONSTRUCTIONS)  # the only files the page serves from a run folder
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")  # one folder name, no separators
@@ -126,12 +135,13 @@ def read_run(folder: Path, *, details: bool = False) -> dict[str, Any]:
             return default
         try:
             return reader(path)
-        except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeError are ValueErrors
+        except (OSError, ValueError, BlendaeError) as exc:  # JSON/Unicode errors: ValueErrors
             problems.append(f"cannot read {file}: {exc}")
             unreadable = True
             return default
 
-    config = attempt(CONFIG, _read_json, {})
+    # The config is read as training reads it (validated, older files migrated).
+    config = attempt(CONFIG, lambda path: dataclasses.asdict(load_config(path.parent)), {})
     final = attempt(FINAL, _read_json, {})
     metrics, metric_problems = attempt(METRICS, _read_metrics, ([], []))
     problems += metric_problems
