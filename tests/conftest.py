@@ -29,18 +29,13 @@ from safetensors.torch import save_file
 from blendae import cli, runs
 from blendae.config import RunConfig
 from blendae.data import BlendedSplits
-from blendae.data.formats import Counts
+from blendae.data.formats import CIFAR_ARCHIVES, CIFAR_MEMBERS, MNIST_FILES, Counts
 from blendae.models.factorized import FactorizedPrior
 
 # 24 MNIST train digits (the blend uses the first 20), 4 test; CIFAR batches of 4 records.
 FIXTURE_COUNTS = Counts(mnist_train=24, mnist_test=4, cifar_batch=4)
 
-MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-CIFAR_BINARY = "cifar-10-binary.tar.gz"
-CIFAR_PYTHON = "cifar-10-python.tar.gz"
+CIFAR_BINARY, CIFAR_PYTHON = CIFAR_ARCHIVES["binary"], CIFAR_ARCHIVES["python"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -178,14 +173,13 @@ def write_cifar_archives(directory: Path, data: TinyDatasets) -> None:
     """cifar-10-binary.tar.gz and cifar-10-python.tar.gz with the official member names."""
     binary = [("cifar-10-batches-bin/batches.meta.txt", b"airplane\nautomobile\n")]
     python = [("cifar-10-batches-py/batches.meta", py2_pickle({b"label_names": [b"airplane"]}))]
-    for i, (images, labels) in enumerate(data.cifar_batches("train"), start=1):
-        binary.append(
-            (f"cifar-10-batches-bin/data_batch_{i}.bin", cifar_binary_batch(images, labels))
-        )
-        python.append((f"cifar-10-batches-py/data_batch_{i}", cifar_python_batch(images, labels)))
-    images, labels = data.cifar["test"]
-    binary.append(("cifar-10-batches-bin/test_batch.bin", cifar_binary_batch(images, labels)))
-    python.append(("cifar-10-batches-py/test_batch", cifar_python_batch(images, labels)))
+    batches = [*data.cifar_batches("train"), data.cifar["test"]]
+    names = [*CIFAR_MEMBERS["binary"]["train"], *CIFAR_MEMBERS["binary"]["test"]]
+    for name, (images, labels) in zip(names, batches, strict=True):
+        binary.append((name, cifar_binary_batch(images, labels)))
+    names = [*CIFAR_MEMBERS["python"]["train"], *CIFAR_MEMBERS["python"]["test"]]
+    for name, (images, labels) in zip(names, batches, strict=True):
+        python.append((name, cifar_python_batch(images, labels)))
     write_tar_gz(directory / CIFAR_BINARY, binary)
     write_tar_gz(directory / CIFAR_PYTHON, python)
 

@@ -141,7 +141,8 @@ def read_gzip(path: Path, *, limit: int) -> bytes:
     return data
 
 
-_MNIST_FILES = {
+# The official file and member names: the one table sources, parsers and tests use.
+MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
@@ -166,7 +167,7 @@ def read_mnist(
     split's count in `counts` (the official 60,000 / 10,000 by default).
     """
     _check_split(split)
-    images_name, labels_name = _MNIST_FILES[split]
+    images_name, labels_name = MNIST_FILES[split]
     images_path, labels_path = _member_path(files, images_name), _member_path(files, labels_name)
     expected = counts.mnist_train if split == "train" else counts.mnist_test
     # IDX headers: magic + 3 dimensions (images), magic + 1 dimension (labels)
@@ -195,8 +196,8 @@ def read_mnist(
 # ---------------------------------------------------------------- CIFAR-10 archives
 
 
-_CIFAR_ARCHIVES = {"binary": "cifar-10-binary.tar.gz", "python": "cifar-10-python.tar.gz"}
-_CIFAR_MEMBERS = {
+CIFAR_ARCHIVES = {"binary": "cifar-10-binary.tar.gz", "python": "cifar-10-python.tar.gz"}
+CIFAR_MEMBERS = {
     "binary": {
         "train": [f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)],
         "test": ["cifar-10-batches-bin/test_batch.bin"],
@@ -315,7 +316,7 @@ def read_cifar_binary(
     Train is data_batch_1..5 concatenated in order; test is test_batch.
     """
     _check_split(split)
-    names = _CIFAR_MEMBERS["binary"][split]
+    names = CIFAR_MEMBERS["binary"][split]
     members = _read_members(tar_path, names, _member_limit("binary", counts))
     batches = [_parse_cifar_binary_batch(members[n], f"{tar_path}:{n}", counts) for n in names]
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
@@ -394,7 +395,7 @@ def read_cifar_python(
 ) -> tuple[np.ndarray, np.ndarray]:
     """CIFAR-10 `split` from cifar-10-python.tar.gz, same layout as `read_cifar_binary`."""
     _check_split(split)
-    names = _CIFAR_MEMBERS["python"][split]
+    names = CIFAR_MEMBERS["python"][split]
     members = _read_members(tar_path, names, _member_limit("python", counts))
     batches = [_parse_cifar_python_batch(members[n], f"{tar_path}:{n}", counts) for n in names]
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
@@ -415,5 +416,5 @@ def read_cifar(
         raise BlendaeError(
             f"unknown CIFAR-10 variant {variant!r}; valid variants: {', '.join(CIFAR_VARIANTS)}"
         )
-    archive = _member_path(files, _CIFAR_ARCHIVES[variant])
+    archive = _member_path(files, CIFAR_ARCHIVES[variant])
     return _CIFAR_READERS[variant](archive, split, counts=counts)

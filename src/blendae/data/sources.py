@@ -32,6 +32,7 @@ import platformdirs
 from tqdm import tqdm
 
 from blendae import __version__
+from blendae.data.formats import CIFAR_ARCHIVES, MNIST_FILES
 from blendae.errors import BlendaeError
 from blendae.files import ensure_dir, file_lock, write_json
 
@@ -77,19 +78,17 @@ DATASETS: dict[str, Dataset] = {
             ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
             (  # official sizes from the publisher's listing; mirrors' copies differ a little
                 RemoteFile(
-                    "train-images-idx3-ubyte.gz",
+                    MNIST_FILES["train"][0],
                     "f68b3c2dcbeaaa9fbdd348bbdeb94873",
                     _cap(9_912_422),
                 ),
                 RemoteFile(
-                    "train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", _cap(28_881)
+                    MNIST_FILES["train"][1], "d53e105ee54ea40749a09fcbcd1e9432", _cap(28_881)
                 ),
                 RemoteFile(
-                    "t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", _cap(1_648_877)
+                    MNIST_FILES["test"][0], "9fb629c4189551a2d022fa330f9573f3", _cap(1_648_877)
                 ),
-                RemoteFile(
-                    "t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", _cap(4_542)
-                ),
+                RemoteFile(MNIST_FILES["test"][1], "ec29112dd5afa0611ce80d1b7f02629c", _cap(4_542)),
             ),
         ),
         Dataset(
@@ -97,7 +96,7 @@ DATASETS: dict[str, Dataset] = {
             _KRIZ,
             (
                 RemoteFile(
-                    "cifar-10-binary.tar.gz",
+                    CIFAR_ARCHIVES["binary"],
                     "c32a1d4ab5d03f1284b67883e8d87530",
                     _cap(170_052_171),
                     170_052_171,
@@ -109,7 +108,7 @@ DATASETS: dict[str, Dataset] = {
             _KRIZ,
             (
                 RemoteFile(
-                    "cifar-10-python.tar.gz",
+                    CIFAR_ARCHIVES["python"],
                     "c58f30108f718f92721af3b95e74349a",
                     _cap(170_498_071),
                     170_498_071,
