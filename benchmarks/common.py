@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from blendae.training.loop import cpu_has_bf16
+
 
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
@@ -31,7 +33,7 @@ def header(title: str) -> str:
     """Lines naming the machine and versions, so every printed number has its context."""
     from importlib.metadata import version
 
-    bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    bf16 = cpu_has_bf16()
     lines = [
         f"# {title}",
         f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, "
