@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import io
 import struct
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, features
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's benchmarks/
 from benchmarks.rd import mdat_payload_size
+from PIL import Image, features
 
 
 def box(kind: bytes, body: bytes) -> bytes:
