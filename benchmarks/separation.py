@@ -2,9 +2,10 @@
 
 For the "average" baseline (both sources predicted as the mixture itself) and each
 separation model (the shipped one, and run folders given with --run): per-source PSNR of
-the 8-bit estimates `blendae separate` writes (PSNR of the set's MSE, and the mean of
-per-image PSNRs), SSIM, and images per second at batch 1000. Writes a bar chart. The last
-line is exactly `separation-psnr C M` (shipped model, set PSNR in dB, CIFAR then digit).
+the 8-bit estimates `blendae separate` writes, computed by its own inference path (PSNR of
+the set's MSE, and the mean of per-image PSNRs), SSIM, and images per second at batch
+1000. Writes a bar chart. The last line is exactly `separation-psnr C M` (shipped model,
+set PSNR in dB, CIFAR then digit).
 
     python -m benchmarks.separation [--limit 10000] [--run runs/X ...] [--threads 2]
 """
@@ -22,7 +23,7 @@ from blendae.data import load_blended
 from blendae.evaluation.metrics import separation_scores
 from blendae.evaluation.plots import plt
 from blendae.files import atomic_write
-from blendae.separate import SHIPPED, load_separator
+from blendae.separate import BATCH, SHIPPED, Separator, load_separator, separate_tensors
 
 
 def to_u8(x: torch.Tensor) -> torch.Tensor:
@@ -34,22 +35,13 @@ def baseline(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return to_u8(x), to_u8(x.mean(dim=1, keepdim=True))
 
 
-def separate(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    outs = []
-    with torch.inference_mode():
-        for start in range(0, len(x), 1000):
-            sources = model(x[start : start + 1000])["sources"]
-            outs.append((to_u8(sources["cifar"]), to_u8(sources["mnist"])))
-    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-
-
-def images_per_second(model: torch.nn.Module, x: torch.Tensor, rounds: int = 3) -> float:
-    """Best of `rounds` passes over x (batch 1000), estimates rounded to 8 bits included."""
-    separate(model, x[:1000])  # warm-up
+def images_per_second(separator: Separator, x: torch.Tensor, rounds: int = 3) -> float:
+    """Best of `rounds` passes over x with `blendae separate`'s inference (8-bit output)."""
+    separate_tensors(separator, x[:BATCH])  # warm-up
     best = 0.0
     for _ in range(rounds):
         t0 = time.perf_counter()
-        separate(model, x)
+        separate_tensors(separator, x)
         best = max(best, len(x) / (time.perf_counter() - t0))
     return best
 
@@ -90,9 +82,9 @@ def main() -> None:
     rows = {"average": separation_scores(*baseline(x), truth)}
     speeds = {"average": float("nan")}
     for name in [SHIPPED, *args.run]:
-        model = load_separator(None if name == SHIPPED else name).model
-        rows[name] = separation_scores(*separate(model, x), truth)
-        speeds[name] = images_per_second(model, x)
+        separator = load_separator(None if name == SHIPPED else name)
+        rows[name] = separation_scores(*separate_tensors(separator, x), truth)
+        speeds[name] = images_per_second(separator, x)
     print(f"{len(x):,} test blends; estimates rounded to 8 bits; {args.threads} threads")
     print(
         f"{'model':>12} {'CIFAR dB':>9} {'digit dB':>9} {'per-image':>17} {'SSIM':>13} {'img/s':>8}"
