@@ -21,7 +21,7 @@ import torch
 from benchmarks.common import header
 from blendae.data import load_blended
 from blendae.evaluation.metrics import separation_scores
-from blendae.evaluation.plots import plt
+from blendae.evaluation.plots import comparison_rows, plot_rows, plt
 from blendae.files import atomic_write
 from blendae.separate import BATCH, SHIPPED, Separator, load_separator, separate_tensors
 
@@ -96,7 +96,11 @@ def main() -> None:
             f"{r['ssim_cifar']:6.4f} {r['ssim_mnist']:6.4f} {speeds[name]:8.0f}"
         )
     plot(rows, args.plot)
-    print(f"wrote {args.plot}")
+    examples = args.plot.with_name(args.plot.stem + "-examples.png")
+    shown = {"x": x[:8], "cifar": truth["cifar"][:8], "mnist": truth["mnist"][:8]}
+    shipped_model = load_separator(None).model
+    plot_rows(comparison_rows(shipped_model, shown, "unit"), examples, "the shipped separator")
+    print(f"wrote {args.plot} and {examples}")
     shipped = rows[SHIPPED]
     print(f"separation-psnr {shipped['psnr_cifar']:.2f} {shipped['psnr_mnist']:.2f}")
 
