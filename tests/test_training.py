@@ -269,3 +269,18 @@ def test_stop_hook_ends_the_run_at_that_step(tiny_splits: BlendedSplits, tmp_pat
     metrics = loop.train(_config(epochs=5), tmp_path / "run", tiny_splits, stop=stop)
     assert asked == list(range(1, 10))
     assert [m["epoch"] for m in metrics] == [1]  # epoch 2 was cut short, so not recorded
+
+
+def test_non_finite_weights_are_refused_when_loaded(
+    tiny_splits: BlendedSplits, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "run"
+    loop.train(_config(epochs=1), out, tiny_splits)
+    weights = load_file(out / runs.WEIGHTS)
+    name = next(iter(weights))
+    weights[name][0] = float("nan")
+    save_file(weights, out / runs.WEIGHTS)
+    with pytest.raises(BlendaeError, match=rf"non-finite values in '{name}'"):
+        runs.load_model(out)
