@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,9 @@ def test_a_training_run_writes_what_metrics_jsonl_says(tiny_splits, tmp_path: Pa
 
     config = RunConfig(model="seed", preset="unit", epochs=2, batch_size=32)
     loop.train(config, tmp_path / "run", tiny_splits, progress=False)
+    # TensorBoard orders a run's event files by name, whose first key is the second they
+    # were created in; a real resume is never within the same second as the session before.
+    time.sleep(1.1)
     config.epochs = 3
     loop.train(config, tmp_path / "run", tiny_splits, progress=False, resume=True)
     metrics = [json.loads(line) for line in (tmp_path / "run" / runs.METRICS).open()]
