@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -284,3 +285,52 @@ def test_non_finite_weights_are_refused_when_loaded(
     save_file(weights, out / runs.WEIGHTS)
     with pytest.raises(BlendaeError, match=rf"non-finite values in '{name}'"):
         runs.load_model(out)
+
+
+def test_a_collapsing_run_stops_and_keeps_its_last_good_checkpoint(tmp_path: Path) -> None:
+    """Weights wrecked mid-run (as a diverging codec's are): the epoch is not saved."""
+    steps_per_epoch = 60  # 480 images, batches of 8
+
+    def wreck(model: torch.nn.Module, step: int) -> bool:
+        if step == 2 * steps_per_epoch:  # the last step of epoch 2
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(40.0)
+        return False
+
+    g = torch.Generator().manual_seed(0)
+    flat = BlendedSplits(  # easy images: a high PSNR after one epoch, far to fall
+        0.5 + 0.05 * torch.rand(480, 3, 32, 32, generator=g),
+        0.5 + 0.05 * torch.rand(40, 3, 32, 32, generator=g),
+        "unit",
+        {},
+    )
+    config = _config(epochs=3, batch_size=8, lr=3e-3)
+    out = tmp_path / "run"
+    with pytest.raises(
+        BlendaeError,
+        match=r"collapsed from .* \(epoch 1\) to .* at epoch 2.*"
+        r"checkpoint of epoch 1 is kept.*--clip-grad",
+    ):
+        loop.train(config, out, flat, stop=wreck)
+    assert runs.load_checkpoint(out).state["epoch"] == 1
+    cured = dataclasses.replace(config, clip_grad=1.0)  # resumable: the cure
+    assert [m["epoch"] for m in loop.train(cured, out, flat, resume=True)] == [1, 2, 3]
+
+
+def test_a_codec_at_the_highest_shipped_lambda_trains_stably_with_clipping(
+    tiny_splits: BlendedSplits, tmp_path: Path
+) -> None:
+    """240 steps of a small codec at λ 0.08 (the zoo's q4) with the gradient clipped."""
+    config = _config(
+        model="factorized",
+        model_args={"N": 16, "M": 8},
+        lmbda=0.08,
+        epochs=20,
+        batch_size=8,
+        lr_schedule="constant",
+        clip_grad=1.0,
+    )
+    metrics = loop.train(config, tmp_path / "codec", tiny_splits)  # a collapse would raise
+    assert len(metrics) == 20 and all(math.isfinite(m["test_psnr"]) for m in metrics)
+    assert metrics[-1]["test_psnr"] > metrics[0]["test_psnr"]

@@ -113,6 +113,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=_positive_float, help=f"Adam learning rate (default: {d.lr})")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, help=f"(default: {d.lr_schedule})")
     p.add_argument("--seed", type=_seed, help=f"seeds init and shuffles (default: {d.seed})")
+    p.add_argument(
+        "--clip-grad",
+        type=_positive_float,
+        help="clip the gradient norm to this before each step (default: off); may change on "
+        "--resume, the cure for a run whose test PSNR collapsed",
+    )
     p.add_argument("--limit-train", type=_positive_int, help="use the first N training images")
     p.add_argument("--limit-test", type=_positive_int, help="use the first N test images")
     p.add_argument("--device", choices=DEVICES, help=f"(default: {d.device})")

@@ -16,7 +16,7 @@ PROTOCOLS = ("minibatch", "seed-fullbatch")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("cpu", "cuda")
 # Options that may differ when a run is resumed: they change how, not what, is trained.
-RESUMABLE = ("epochs", "device", "mirror", "cache", "tensorboard", "data_source")
+RESUMABLE = ("epochs", "device", "mirror", "cache", "tensorboard", "data_source", "clip_grad")
 
 
 @dataclass
@@ -45,6 +45,9 @@ class RunConfig:
     lr: float = 1e-3
     lr_schedule: str = "constant"  # "constant" (the study's) or "cosine" (decay to lr/100)
     seed: int = 0  # seeds model init and the per-epoch shuffles
+    # clip the gradient's norm to this before each step (None: no clipping); the cure for a
+    # run that collapsed (resumable): codec models at high λ need it for long schedules
+    clip_grad: float | None = None
     device: str = "cpu"
     channels_last: bool = True  # faster convolutions on CPU (oneDNN) and GPU (cuDNN); same math
     # bf16 autocast for the minibatch protocol on CUDA and on CPUs with AVX512-BF16/AMX
@@ -83,7 +86,7 @@ class RunConfig:
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
         _check_int("seed", self.seed, minimum=0, maximum=2**63 - 1)
-        for name in ("lr", "lmbda"):
+        for name in ("lr", "lmbda", "clip_grad"):
             value = getattr(self, name)
             if value is not None and not _positive_finite(value):
                 raise BlendaeError(f"--{_flag(name)} must be a finite number > 0, got {value!r}")

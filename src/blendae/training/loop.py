@@ -45,6 +45,7 @@ from blendae.training.tensorboard import TensorBoardLogger, tensorboard_availabl
 log = logging.getLogger("blendae")
 
 StopHook = Callable[[nn.Module, int], bool]
+COLLAPSE_DB = 10.0  # a test PSNR this far below the run's best stops it: training collapsed
 ESTIMATE_STEPS = 5  # training steps timed (on a copy) for the first whole-run estimate
 
 
@@ -129,12 +130,22 @@ def train_step(
     *,
     amp: bool,
     memory_format: torch.memory_format,
+    clip_grad: float | None = None,
 ) -> tuple[float, dict[str, float]]:
     """One mini-batch optimizer step: the loop's inner step, which benchmarks time as is."""
     optimizer.zero_grad(set_to_none=True)
     result = forward_backward(model, batch, objective, amp=amp, memory_format=memory_format)
-    optimizer.step()
+    optimizer_step(model, optimizer, clip_grad)
     return result
+
+
+def optimizer_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, clip_grad: float | None
+) -> None:
+    """The optimizer step, after clipping the gradient's norm to `clip_grad` if given."""
+    if clip_grad is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    optimizer.step()
 
 
 def check_model(model: nn.Module, name: str, sample: Tensor) -> None:
@@ -176,6 +187,7 @@ class Session:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)  # commands, machine
     tensorboard: TensorBoardLogger | None = None  # rank 0, when on and installed
+    collapsed: str = ""  # rank 0's message when test PSNR collapsed (the epoch is not saved)
 
     @property
     def total_steps(self) -> int:
@@ -238,7 +250,7 @@ def _fullbatch_epoch(
         )
         _check_finite_loss(loss, epoch, step + 1, s)
         sums.add(loss, stats, n)
-    s.optimizer.step()
+    optimizer_step(s.model, s.optimizer, s.config.clip_grad)
     sums.stopped = _ask_stop(stop, s.model, step + 1, s.ctx)
     return sums
 
@@ -271,6 +283,7 @@ def _minibatch_epoch(
             s.objective,
             amp=s.amp,
             memory_format=s.memory_format,
+            clip_grad=s.config.clip_grad,
         )
         step += 1
         _check_finite_loss(loss, epoch, step, s)
@@ -437,6 +450,15 @@ def _end_epoch(
             images_per_second=seen / train_seconds,
             grids={"examples": grid_image(rows)},
         )
+    best = max(s.metrics[:-1], key=lambda m: m["test_psnr"], default=None)
+    if best is not None and result["test_psnr"] < best["test_psnr"] - COLLAPSE_DB:
+        s.metrics.pop()
+        s.collapsed = (
+            f"test PSNR collapsed from {best['test_psnr']:.2f} dB (epoch {best['epoch']}) to "
+            f"{result['test_psnr']:.2f} dB at epoch {epoch}; the checkpoint of epoch "
+            f"{epoch - 1} is kept; resume it with --clip-grad 1, or train again with a lower --lr"
+        )
+        return
     if epoch == s.config.epochs and isinstance(s.model, CompressionModel):
         s.model.update()  # freeze the codec's integer tables before the final save
     checkpoint = runs.Checkpoint(
@@ -547,6 +569,8 @@ def train(
                 if sums.stopped:
                     break
                 _end_epoch(s, epoch, sums, test, t0)
+                if distributed.all_sum(float(bool(s.collapsed)), ctx) > 0:  # rank 0 decides
+                    raise BlendaeError(s.collapsed or "test PSNR collapsed (see rank 0)")
                 distributed.barrier(ctx)
             if s.tensorboard is not None:
                 if s.metrics and s.metrics[-1]["epoch"] == config.epochs:
