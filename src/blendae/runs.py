@@ -148,30 +148,43 @@ def has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / CHECKPOINT).is_file()
 
 
-def load_checkpoint(run_dir: Path) -> Checkpoint:
-    """Read a run's checkpoint; a missing or damaged file is a `BlendaeError`."""
+def _damaged(path: Path, exc: Exception) -> BlendaeError:
+    return BlendaeError(f"checkpoint {path} is damaged ({exc}); delete it to start over")
+
+
+def load_state(run_dir: Path) -> dict[str, Any]:
+    """The checkpoint's JSON state alone (epoch, metrics, commands, machine), without
+    reading its tensors: what the report needs."""
     path = run_dir / CHECKPOINT
     if not path.is_file():
         raise BlendaeError(f"no checkpoint at {path}; train first")
     try:
         with safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}
-        tensors = load_file(path)
         if metadata.get("format") != FORMAT:
             raise ValueError(f"format {metadata.get('format')!r}, expected {FORMAT!r}")
         state = json.loads(metadata["state"])
-        opt_meta = json.loads(metadata["optimizer"])
+        if not isinstance(state.get("epoch"), int) or not isinstance(state.get("metrics"), list):
+            raise ValueError("its state has no epoch count or metric history")
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _damaged(path, exc) from exc
+    return state
+
+
+def load_checkpoint(run_dir: Path) -> Checkpoint:
+    """Read a run's checkpoint; a missing or damaged file is a `BlendaeError`."""
+    state = load_state(run_dir)
+    path = run_dir / CHECKPOINT
+    try:
+        with safe_open(path, framework="pt") as f:
+            opt_meta = json.loads((f.metadata() or {})["optimizer"])
         parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optimizer": {}, "rng": {}}
-        for name, value in tensors.items():
+        for name, value in load_file(path).items():
             prefix, rest = name.split(".", 1)
             parts[prefix][rest if prefix != "optimizer" else name] = value
         optimizer = _unflatten_optimizer(parts["optimizer"], opt_meta)
-        if not isinstance(state.get("epoch"), int) or not isinstance(state.get("metrics"), list):
-            raise ValueError("its state has no epoch count or metric history")
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise BlendaeError(
-            f"checkpoint {path} is damaged ({exc}); delete it to start over"
-        ) from exc
+        raise _damaged(path, exc) from exc
     _check_finite(parts["model"], path)
     return Checkpoint(parts["model"], optimizer, parts["rng"], state)
 

@@ -65,7 +65,8 @@ def load_separator(model: str | None = None) -> Separator:
         name = model
     if not isinstance(net, SeparationModel):
         raise BlendaeError(f"{name} is not a separation model; train one with --model unet-sep")
-    return Separator(name, net.eval())
+    # Channels-last weights: about 2x the images per second of contiguous ones here.
+    return Separator(name, net.eval().to(memory_format=torch.channels_last))
 
 
 def check_size(height: int, width: int) -> None:
@@ -80,13 +81,12 @@ def separate_tensors(separator: Separator, x: Tensor) -> tuple[Tensor, Tensor]:
     """Blends (B, 3, H, W) in [0, 1] → 8-bit CIFAR estimates (B, 3, H, W) and digits
     (B, 1, H, W), BATCH at a time; channels-last, and bf16 where the CPU has native bf16
     (same PSNR as float32 on the test set, 30.76 dB, about 2× the speed)."""
-    model = separator.model.to(memory_format=torch.channels_last)
     bf16 = cpu_has_bf16()
     cifar, digits = [], []
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for start in range(0, len(x), BATCH):
             part = x[start : start + BATCH].contiguous(memory_format=torch.channels_last)
-            sources = model(part)["sources"]
+            sources = separator.model(part)["sources"]
             cifar.append(_to_u8(sources["cifar"]))
             digits.append(_to_u8(sources["mnist"]))
     return torch.cat(cifar), torch.cat(digits)

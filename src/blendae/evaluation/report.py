@@ -24,7 +24,7 @@ def evaluate_run(run_dir: Path, splits: BlendedSplits) -> dict[str, Any]:
     write loss.png, reconstructions.png, summary.md and final.json; return the numbers."""
     with runs.lock(run_dir):
         config, model = runs.load_model(run_dir)
-        state = runs.load_checkpoint(run_dir).state
+        state = runs.load_state(run_dir)
         metrics: list[dict[str, Any]] = state["metrics"]
         test = splits.tensors("test", config.limit_test, torch.device("cpu"))
         final = measure(model, test, config, torch.contiguous_format, torch.device("cpu"))
