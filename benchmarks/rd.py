@@ -60,6 +60,8 @@ AVIF_SWEEP: dict[str, dict] = {
 }
 AVIF_SWEEP_IMAGES = 200
 AVIF_SWEEP_QUALITIES = (30, 50)
+# The 0.2 zoo (Ballé 2017 factorized prior, float decoding), kept as the baseline family.
+BASELINE = Path(__file__).with_name("baseline")
 MIN_SHARED_DB = 1.0  # a BD-rate over less shared PSNR than this is not reported
 
 Encode = Callable[[np.ndarray], list[bytes]]
@@ -378,6 +380,14 @@ def main() -> None:
             images,
             lambda ims, n=name: api.compress_batch(list(ims), n),
             lambda fs: api.decompress_batch(fs),
+        )
+    for meta_path in sorted(BASELINE.glob("q*.json")):
+        points += measure(
+            "blendae-factorized-0.2",
+            meta_path.stem,
+            images,
+            lambda ims, m=str(meta_path): api.compress_batch(list(ims), m),
+            lambda fs, m=str(meta_path): api.decompress_batch(fs, m),
         )
     for q in WEBP_QUALITIES:
         points += measure("webp-m6", f"q{q}", images, *pillow("WEBP", quality=q, method=6))

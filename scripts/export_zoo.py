@@ -1,40 +1,49 @@
 """Export a finished codec run into the shipped zoo: `python scripts/export_zoo.py RUN NAME`.
 
-Weights are stored as float16 (half the size; the integer tables stay int32) and loaded back
-as float32; the model id is computed from that loaded model, so it matches what users get.
-The JSON records the run's config, final metrics, the training command and the data.
+Float32 parameters are stored as float16 (half the size), buffers unchanged; loading
+converts each back to the model's own dtype (and derives a hyperprior's exact decoders).
+The model id is computed from that loaded model, so it matches what users get. The JSON
+records the run's config, the commands that trained it, its last epoch's (validation)
+metrics, the data, and the test-set bpp and PSNR of the real files, measured once.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from blendae import runs
+from blendae import codec, runs
 from blendae.codec import loader
-from blendae.data import load_blended
+from blendae.data import BlendedSplits, load_blended, to_pixels
 from blendae.files import atomic_write, write_json
+
+
+def _storage(t: torch.Tensor, parameter: bool) -> torch.Tensor:
+    """Float32 parameters as float16 (half the size); buffers (integer tables, the ranges the
+    exact decoders are derived from, the scale thresholds) exactly as they are."""
+    t = t.detach().contiguous()
+    return t.half() if parameter and t.dtype == torch.float32 else t
 
 
 def export(run: Path, name: str, command: str, dest: Path) -> dict:
     """Copy run `run` into the zoo folder `dest` as `name`; returns the JSON metadata written."""
     config, model = runs.load_model(run)
-    half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    atomic_write(dest / f"{name}.safetensors", lambda tmp: save_file(half, str(tmp)))
+    parameters = {name for name, _ in model.named_parameters()}
+    stored = {k: _storage(v, k in parameters) for k, v in model.state_dict().items()}
     reloaded = type(model)(**config.model_args)
-    reloaded.load_state_dict(
-        {k: v.float() if v.is_floating_point() else v for k, v in half.items()}
-    )
+    reloaded.load_state_dict(stored)  # converts back to the model's dtypes
     # The blend's manifest (from the cache) names the exact source files and preset.
-    manifest = load_blended(
-        config.preset, mirror=config.mirror, cache=config.cache, progress=False
-    ).manifest
+    splits = load_blended(config.preset, mirror=config.mirror, cache=config.cache, progress=False)
     state = runs.load_checkpoint(run).state
     metrics = state["metrics"]
+    train_images = len(splits.train) - (config.val or 0)
     meta = {
         "name": name,
         "id": loader.model_id(reloaded).hex(),
@@ -42,30 +51,56 @@ def export(run: Path, name: str, command: str, dest: Path) -> dict:
         "model_args": config.model_args,
         "preset": config.preset,
         "lmbda": config.lmbda,
-        "command": command,
+        # The commands that trained it, in order (the run records each one), or as given.
+        "commands": [command] if command else state.get("commands", []),
         "data": {
-            "train": "blended CIFAR-10/MNIST train split, 50,000 images "
+            "train": f"blended CIFAR-10/MNIST train split: the first {train_images:,} images "
             f"(limit_train={config.limit_train})",
-            **{k: manifest.get(k) for k in ("preset", "key", "pairing", "sources_sha256")},
+            "validation": f"the last {config.val:,} training images" if config.val else None,
+            **{k: splits.manifest.get(k) for k in ("preset", "key", "pairing", "sources_sha256")},
         },
         "training": {
             k: v
             for k, v in dataclasses.asdict(config).items()
             if k in ("epochs", "batch_size", "lr", "lr_schedule", "seed")
         },
-        "final_metrics": metrics[-1],
+        # The last epoch's scores; on the validation split when the run held one out.
+        "last_epoch_metrics": metrics[-1],
         "train_seconds": round(sum(m["seconds"] for m in metrics), 1),
         "torch": torch.__version__,
     }
+    # Score the model as users get it (from a scratch copy), then publish both files.
+    with tempfile.TemporaryDirectory() as scratch:
+        save_file(stored, str(Path(scratch) / f"{name}.safetensors"))
+        write_json(Path(scratch) / f"{name}.json", meta)
+        meta["final_metrics"] = coded_test_metrics(Path(scratch) / f"{name}.json", splits)
+    atomic_write(dest / f"{name}.safetensors", lambda tmp: save_file(stored, str(tmp)))
     write_json(dest / f"{name}.json", meta)
     return meta
+
+
+def coded_test_metrics(meta_path: Path, splits: BlendedSplits) -> dict[str, float]:
+    """bpp of the real files (header included) and PSNR of their decoding over the whole
+    test set, measured once, after training: what `compress --help` shows."""
+    pixels = to_pixels(splits.test, splits.preset).round().clamp(0, 255).to(torch.uint8)
+    images = list(pixels.permute(0, 2, 3, 1).numpy())
+    files = codec.compress_batch(images, str(meta_path))
+    decoded = np.stack(codec.decompress_batch(files, str(meta_path))).astype(np.float64)
+    mse = float(np.mean((decoded - np.stack(images)) ** 2))
+    return {
+        "test_images": len(images),
+        "test_bpp": 8 * sum(map(len, files)) / (len(images) * images[0].shape[0] ** 2),
+        "test_psnr": 10 * math.log10(255**2 / mse),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", type=Path, help="run folder (config.json, model.safetensors)")
     parser.add_argument("name", help="zoo name, e.g. q1")
-    parser.add_argument("--command", required=True, help="the command that trained the run")
+    parser.add_argument(
+        "--command", default="", help="the training command (default: the run's own record)"
+    )
     parser.add_argument("--dest", type=Path, default=loader.zoo_folder(), help="zoo folder")
     args = parser.parse_args()
     meta = export(args.run, args.name, args.command, args.dest)

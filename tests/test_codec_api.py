@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -152,3 +153,19 @@ def test_a_codec_trained_in_the_seed_space_codes_in_its_space(tmp_path: Path) ->
     # Read as unit-space inputs, the same model codes the colours wrongly: the space matters.
     wrong = to_pixels(model(x / 1)["x_hat"], "unit").clamp(0, 255).round().byte()
     assert not np.array_equal(wrong.permute(0, 2, 3, 1).numpy(), decoded)
+
+
+def test_a_model_stored_like_the_zoo_codes_from_its_json(tmp_path: Path) -> None:
+    """The 0.2 factorized models (the benchmark's baseline) load from NAME.json."""
+    import shutil
+
+    baseline = Path(__file__).parents[1] / "benchmarks" / "baseline" / "q0.json"
+    images = list(smooth_images(3, 32, 32))
+    files = api.compress_batch(images, str(baseline))
+    assert all(f[3:7].hex() == json.loads(baseline.read_text())["id"] for f in files)
+    assert len(api.decompress_batch(files, str(baseline))) == 3
+    forged = tmp_path / "q0.json"
+    shutil.copy(baseline.with_suffix(".safetensors"), forged.with_suffix(".safetensors"))
+    forged.write_text(baseline.read_text().replace('"id": "', '"id": "00'))
+    with pytest.raises(BlendaeError, match="do not match its id"):
+        api.compress_batch(images, str(forged))

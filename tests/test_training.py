@@ -318,13 +318,17 @@ def test_a_collapsing_run_stops_and_keeps_its_last_good_checkpoint(tmp_path: Pat
     assert [m["epoch"] for m in loop.train(cured, out, flat, resume=True)] == [1, 2, 3]
 
 
+@pytest.mark.parametrize(
+    ("model", "args"),
+    [("hyperprior", {"N": 16, "M": 8, "Nh": 8, "Z": 4}), ("factorized", {"N": 16, "M": 8})],
+)
 def test_a_codec_at_the_highest_shipped_lambda_trains_stably_with_clipping(
-    tiny_splits: BlendedSplits, tmp_path: Path
+    tiny_splits: BlendedSplits, tmp_path: Path, model: str, args: dict
 ) -> None:
     """240 steps of a small codec at λ 0.08 (the zoo's q4) with the gradient clipped."""
     config = _config(
-        model="factorized",
-        model_args={"N": 16, "M": 8},
+        model=model,
+        model_args=args,
         lmbda=0.08,
         epochs=20,
         batch_size=8,
@@ -334,3 +338,14 @@ def test_a_codec_at_the_highest_shipped_lambda_trains_stably_with_clipping(
     metrics = loop.train(config, tmp_path / "codec", tiny_splits)  # a collapse would raise
     assert len(metrics) == 20 and all(math.isfinite(m["test_psnr"]) for m in metrics)
     assert metrics[-1]["test_psnr"] > metrics[0]["test_psnr"]
+
+
+def test_a_validation_split_is_the_last_training_images_and_never_trained_on(
+    tiny_splits: BlendedSplits, tmp_path: Path
+) -> None:
+    with_val = loop.train(_config(val=16), tmp_path / "val", tiny_splits, progress=False)
+    explicit = BlendedSplits(tiny_splits.train[:80], tiny_splits.train[80:], "unit", {})
+    by_hand = loop.train(_config(), tmp_path / "hand", explicit, progress=False)
+    assert _strip_time(with_val) == _strip_time(by_hand)
+    with pytest.raises(BlendaeError, match="--val 96 leaves no training images"):
+        loop.train(_config(val=96), tmp_path / "none", tiny_splits, progress=False)

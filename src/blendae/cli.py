@@ -121,6 +121,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--limit-train", type=_positive_int, help="use the first N training images")
     p.add_argument("--limit-test", type=_positive_int, help="use the first N test images")
+    p.add_argument(
+        "--val",
+        type=_positive_int,
+        help="hold out the last N training images and score every epoch on them instead of "
+        "the test set (metrics keep their test_ names); choose settings this way",
+    )
     p.add_argument("--device", choices=DEVICES, help=f"(default: {d.device})")
     p.add_argument(
         "--lambda",
@@ -178,12 +184,16 @@ def _shipped_models() -> str:
 
     lines = []
     for name, meta in zoo_entries().items():
-        final = meta["final_metrics"]
+        final = meta.get("final_metrics") or {}
         mark = " (default)" if name == DEFAULT else ""
-        lines.append(
-            f"  {name}: {final['test_bpp']:.2f} bpp, {final['test_psnr']:.2f} dB test PSNR "
-            f"(entropy-model estimate, 1,000 blended test images){mark}"
-        )
+        try:
+            scores = (
+                f"{final['test_bpp']:.2f} bpp, {final['test_psnr']:.2f} dB test PSNR "
+                f"(coded files, {final['test_images']:,} blended test images)"
+            )
+        except (KeyError, TypeError, ValueError):
+            scores = "no recorded scores"
+        lines.append(f"  {name}: {scores}{mark}")
     return "shipped models (--model NAME):\n" + "\n".join(lines)
 
 

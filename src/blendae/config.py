@@ -33,6 +33,9 @@ class RunConfig:
     cache: str | None = None  # None: BLENDAE_CACHE, else the platform cache folder
     limit_train: int | None = None  # use the first N training images (quick runs, tests)
     limit_test: int | None = None
+    # hold out the last N training images as a validation set: each epoch is then scored
+    # on it instead of the test set (choosing λ, epochs or a model never looks at the test)
+    val: int | None = None
     # model
     model: str = DEFAULT_MODEL  # a name in blendae.models.registry
     model_args: dict[str, Any] = field(default_factory=dict)  # constructor keyword arguments
@@ -82,7 +85,7 @@ class RunConfig:
             )
         for name in ("epochs", "batch_size", "eval_batch_size", "fullbatch_chunk"):
             _check_int(name, getattr(self, name), minimum=1)
-        for name in ("limit_train", "limit_test"):
+        for name in ("limit_train", "limit_test", "val"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
         _check_int("seed", self.seed, minimum=0, maximum=2**63 - 1)

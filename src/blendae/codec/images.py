@@ -67,8 +67,8 @@ def to_input(images: Sequence[np.ndarray], codec: Codec) -> Tensor:
 def to_uint8(x_hat: Tensor, codec: Codec, channels: int) -> np.ndarray:
     """(B, 3, H, W) reconstructions → uint8 (B, H, W, channels); gray is the channel mean."""
     pixels = to_pixels(x_hat, codec.preset)
-    if channels == 1:
-        pixels = pixels.mean(dim=1, keepdim=True)
+    if channels == 1:  # added in a fixed order: the same bits on every machine
+        pixels = ((pixels[:, 0] + pixels[:, 1] + pixels[:, 2]) / 3).unsqueeze(1)
     return torch.round(pixels.clamp(0, 255)).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 

@@ -81,30 +81,33 @@ def _ready(name: str, model: nn.Module, model_name: str, preset: str) -> Codec:
     return Codec(name, model, model_id(model), preset)
 
 
-def _load_shipped(name: str) -> Codec:
-    meta = zoo_entries()[name]
-    model = build_model(meta["model"], **meta["model_args"])
-    path = zoo_folder() / f"{name}.safetensors"
+def load_zoo_file(meta_path: Path, meta: dict[str, Any] | None = None) -> Codec:
+    """A model stored as the zoo stores them: NAME.json beside NAME.safetensors."""
     try:
-        model.load_state_dict(load_file(str(path)))
-    except (OSError, SafetensorError, RuntimeError) as exc:
-        raise BlendaeError(f"shipped model {name!r} is damaged ({exc}); reinstall blendae") from exc
-    codec = _ready(name, model, meta["model"], meta["preset"])
+        meta = meta or json.loads(meta_path.read_text(encoding="utf-8"))
+        model = build_model(meta["model"], **meta["model_args"])
+        model.load_state_dict(load_file(str(meta_path.with_suffix(".safetensors"))))
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError, RuntimeError) as exc:
+        raise BlendaeError(f"model {meta_path} is damaged ({exc}); reinstall it") from exc
+    codec = _ready(meta["name"], model, meta["model"], meta["preset"])
     if codec.model_id.hex() != meta["id"]:
-        raise BlendaeError(f"shipped model {name!r} is damaged: reinstall blendae")
+        raise BlendaeError(f"model {meta_path} is damaged: its weights do not match its id")
     return codec
 
 
 @lru_cache(maxsize=16)
 def load_codec(model: str | None = None) -> Codec:
-    """A shipped model by name (None: the default one), or a run folder of a codec model."""
+    """A shipped model by name (None: the default one), a zoo-style NAME.json file, or the
+    run folder of a codec model."""
     name = DEFAULT if model is None else model
     if name in zoo_entries():
-        return _load_shipped(name)
+        return load_zoo_file(zoo_folder() / f"{name}.json", zoo_entries()[name])
+    if name.endswith(".json") and Path(name).is_file():
+        return load_zoo_file(Path(name))
     if not Path(name).is_dir():
         raise BlendaeError(
             f"unknown codec model {name!r}; shipped models: {', '.join(zoo_entries())} "
-            "(or pass the run folder of a trained codec model)"
+            "(or pass the run folder of a trained codec model, or a model's NAME.json)"
         )
     config, trained = runs.load_model(Path(name))
     return _ready(name, trained, config.model, config.preset)

@@ -11,8 +11,8 @@ for bit; only `compress`/`decompress` touch the coder.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import constriction
 import numpy as np
@@ -28,6 +28,7 @@ MAX_SUPPORT = 255  # widest table; wider latents are clamped (a model bug, not a
 LIKELIHOOD_BOUND = 1e-9  # keeps -log2(likelihood) finite while training
 
 QUANTIZE_MODES = ("noise", "dequantize", "symbols")
+T = TypeVar("T")
 
 
 def quantize(x: Tensor, mode: str) -> Tensor:
@@ -228,6 +229,18 @@ class EntropyBottleneck(nn.Module):
         self._require_tables()
         return (indices.to(torch.int64) + self._offset.view(1, -1, 1, 1)).to(torch.float32)
 
+    def encode_into(self, coder: Any, indices: np.ndarray) -> None:
+        """Push one image's table indices (C, H, W) onto an ANS coder, channel 0 on top."""
+        models = self._channel_models()
+        for channel in reversed(range(len(indices))):
+            coder.encode_reverse(indices[channel].reshape(-1), models[channel])
+
+    def decode_from(self, coder: Any, size: tuple[int, int]) -> np.ndarray:
+        """Pop one image's table indices (C, H, W) off an ANS coder."""
+        n = size[0] * size[1]
+        decoded = [coder.decode(model, n) for model in self._channel_models()]
+        return np.stack(decoded).reshape(-1, *size)
+
     def compress(self, y: Tensor) -> list[bytes]:
         """Latent y (B, C, H, W) → one ANS byte string per image.
 
@@ -236,28 +249,43 @@ class EntropyBottleneck(nn.Module):
         (constriction documents the two as binary compatible; a test checks). The words are
         stored little-endian without up to 3 trailing zero bytes (see docs/format.md).
         """
-        models = self._channel_models()
         strings = []
-        for symbols in self.indices(y).cpu().numpy():  # (C, H, W)
+        for indices in self.indices(y).cpu().numpy():  # (C, H, W)
             coder = constriction.stream.stack.AnsCoder()
-            for channel in reversed(range(len(symbols))):
-                coder.encode_reverse(symbols[channel].reshape(-1), models[channel])
-            strings.append(_words_to_bytes(coder.get_compressed()))
+            self.encode_into(coder, indices)
+            strings.append(coder_bytes(coder))
         return strings
 
     def decompress(self, strings: Sequence[bytes], size: tuple[int, int]) -> Tensor:
         """ANS byte strings → y_hat (B, C, *size); a malformed string is a `BlendaeError`."""
-        models = self._channel_models()
-        h, w = size
-        symbols = []
+        self._require_tables()
+        indices = []
         for data in strings:
-            words = np.frombuffer(data + b"\0" * (-len(data) % 4), dtype="<u4").astype(np.uint32)
-            try:
-                coder = constriction.stream.stack.AnsCoder(words)
-                symbols.append(np.stack([coder.decode(model, h * w) for model in models]))
-            except (ValueError, RuntimeError) as exc:
-                raise BlendaeError(f"corrupt .bae payload: {exc}") from exc
-            if not coder.is_empty():
-                raise BlendaeError("corrupt .bae payload: data left over after the last symbol")
-        indices = torch.from_numpy(np.stack(symbols)).reshape(len(strings), -1, h, w)
-        return self.dequantize(indices)
+            coder = open_coder(data)
+            indices.append(decoding(lambda c=coder: self.decode_from(c, size)))
+            check_empty(coder)
+        return self.dequantize(torch.from_numpy(np.stack(indices)))
+
+
+def coder_bytes(coder: Any) -> bytes:
+    """An ANS coder's words as the payload bytes (`_words_to_bytes`)."""
+    return _words_to_bytes(coder.get_compressed())
+
+
+def open_coder(data: bytes) -> Any:
+    """An ANS decoder over payload bytes (zero-padded to whole 32-bit words)."""
+    words = np.frombuffer(data + b"\0" * (-len(data) % 4), dtype="<u4").astype(np.uint32)
+    return decoding(lambda: constriction.stream.stack.AnsCoder(words))
+
+
+def decoding(step: Callable[[], T]) -> T:
+    """Run one decoding step; the coder's errors on a malformed stream become `BlendaeError`."""
+    try:
+        return step()
+    except (ValueError, RuntimeError) as exc:
+        raise BlendaeError(f"corrupt .bae payload: {exc}") from exc
+
+
+def check_empty(coder: Any) -> None:
+    if not coder.is_empty():
+        raise BlendaeError("corrupt .bae payload: data left over after the last symbol")

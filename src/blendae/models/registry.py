@@ -16,6 +16,7 @@ from blendae.errors import BlendaeError
 from blendae.models.base import SeparationModel
 from blendae.models.conv import ConvAutoencoder
 from blendae.models.factorized import FactorizedPrior
+from blendae.models.hyperprior import MeanScaleHyperprior
 from blendae.models.seed import SeedAutoencoder
 from blendae.models.separation import UNetSeparator
 
@@ -31,6 +32,10 @@ MODELS: dict[str, ModelSpec] = {
     "conv": ModelSpec(ConvAutoencoder, "configurable conv autoencoder; default: seed at 3x width"),
     "factorized": ModelSpec(
         FactorizedPrior, "Ballé 2017 codec: GDN transforms, learned factorized prior"
+    ),
+    "hyperprior": ModelSpec(
+        MeanScaleHyperprior,
+        "mean-scale hyperprior codec (Minnen 2018) with integer-exact decoding",
     ),
     "unet-sep": ModelSpec(
         UNetSeparator, "separation: a small U-Net predicting the digit; CIFAR = 2·blend − digit"

@@ -430,10 +430,11 @@ def _end_epoch(
     session = s.metrics[s.start_epoch - 1 :]  # the epochs this command trained
     per_epoch = sum(m["seconds"] for m in session) / len(session)
     log.info(
-        "epoch %d/%d  train %.4f  test %.4f  psnr %.2f dB  ssim %.4f  %.1fs  elapsed %s  ETA %s",
+        "epoch %d/%d  train %.4f  %s %.4f  psnr %.2f dB  ssim %.4f  %.1fs  elapsed %s  ETA %s",
         epoch,
         s.config.epochs,
         train_loss,
+        "test" if s.config.val is None else "val",
         result["test_loss"],
         result["test_psnr"],
         result["test_ssim"],
@@ -469,6 +470,24 @@ def _end_epoch(
     )
     runs.save_checkpoint(s.run_dir, checkpoint)
     runs.write_metrics(s.run_dir, s.metrics)
+
+
+def _split(
+    splits: BlendedSplits, config: RunConfig, device: torch.device
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(train, evaluation) tensors: the test split, or with `val` the last `val` training
+    images (the training set then ends before them)."""
+    if config.val is None:
+        train = splits.tensors("train", config.limit_train, device)
+        return train, splits.tensors("test", config.limit_test, device)
+    full = splits.tensors("train", None, device)
+    n = len(full["x"]) - config.val
+    if n < 1:
+        raise BlendaeError(
+            f"--val {config.val} leaves no training images (the split has {n + config.val})"
+        )
+    train = {k: v[:n][: config.limit_train] for k, v in full.items()}
+    return train, {k: v[n:] for k, v in full.items()}
 
 
 def plan_run(config: RunConfig, run_dir: Path, resume: bool, is_main: bool = True) -> bool:
@@ -522,8 +541,7 @@ def train(
             if resume and not continues and ctx.is_main:
                 log.info("%s has no checkpoint yet: starting it from epoch 1", run_dir)
             resume = continues
-            train = splits.tensors("train", config.limit_train, ctx.device)
-            test = splits.tensors("test", config.limit_test, ctx.device)
+            train, test = _split(splits, config, ctx.device)
             sample = train["x"][:1].cpu()
             s = _start(
                 config, run_dir, ctx, len(train["x"]), sample, resume=resume, command=command

@@ -1,0 +1,167 @@
+"""Integer-exact inference: a decoder whose output has the same bits on every CPU.
+
+A float convolution sums its products in an order that depends on the instruction set, the
+library's blocking and the thread count, so its last bits differ between machines; in a
+codec that changes decoded pixels, and where the network decides how the stream is parsed,
+it breaks decoding (Ballé, Johnston & Minnen, "Integer networks for data compression with
+latent-variable models", ICLR 2019). Here every convolution multiplies integers: 12-bit
+activations with weights (one scale per output channel) split into two small signed digits,
+both digit kernels in one call. Every partial sum stays below 2**24, so float32 adds it
+exactly in any order and on any machine. Everything else is one correctly rounded IEEE-754 float64
+operation at a time (multiply, add, divide, sqrt, round, max), which every CPU computes
+alike. GDN's squares are summed in float64, where they stay below 2**53.
+
+The float network is trained as usual; `RangeTracker`s inside it record how large each
+quantized activation gets, and `ExactSequential.from_float` derives the integer network
+from the float weights and those ranges. The derivation is itself a chain of exact or
+correctly rounded float64 operations (max, divide, round), so every machine derives the
+same integers from the same stored weights: the exact network is rebuilt after loading
+and never stored.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from blendae.models.layers import GDN
+
+ACT_LIMIT = 2**11 - 1  # activations are 12-bit signed integers
+MIN_DIGIT = 7  # weight digits of at least ±7 (weights of at least ±112 levels)
+MAX_FAN_IN = 2**24 // ((ACT_LIMIT + 1) * MIN_DIGIT)  # 1170: a 3×3 layer on 130 channels
+GAMMA_LIMIT = 4095  # GDN's γ as 12-bit integers: Σ γ·a² < 2**53 for up to 2**19 channels
+HEADROOM = 2.0  # activation range = HEADROOM × the largest value seen in training
+DECAY = 0.999  # per step: the recorded maximum forgets the first, wilder steps
+
+
+class RangeTracker(nn.Module):
+    """Identity that records how large its input gets in training (one scale per tensor).
+
+    Placed before every layer that `ExactSequential` quantizes; its `amax` buffer is saved
+    with the weights and sets that layer's activation step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("amax", torch.zeros(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            with torch.no_grad():
+                seen = x.detach().abs().max().float()
+                self.amax.copy_(torch.maximum(self.amax * DECAY, seen))
+        return x
+
+
+class _Derived(nn.Module):
+    """An exact layer: its tensors are derived from the float layer, so they are buffers
+    outside the state_dict (never saved, rebuilt after loading)."""
+
+    def _keep(self, name: str, tensor: Tensor) -> None:
+        self.register_buffer(name, tensor, persistent=False)
+
+
+def _quantize(x: Tensor, step: Tensor) -> Tensor:
+    """Real values → integer-valued float32 activations, saturated at ±ACT_LIMIT."""
+    return torch.round(x / step).clamp_(-ACT_LIMIT, ACT_LIMIT)
+
+
+def _step(tracker: RangeTracker) -> float:
+    return max(float(tracker.amax) * HEADROOM, 1e-6) / ACT_LIMIT
+
+
+class ExactConv(_Derived):
+    """A Conv2d on integer activations and integer weights: its sums are exact by bounds.
+
+    Activations are 12-bit integers. Weights are integers w = B·w₁ + w₀ with two signed
+    digits |w₁|, |w₀| ≤ d, where d is the largest digit for which fan_in · 2¹¹ · d ≤ 2²⁴
+    (d = 14 for a 3×3 layer on 64 channels: weights of about ±400 levels); both digit
+    kernels run in one convolution as 2·C_out output channels, every sum exact in float32.
+    """
+
+    def __init__(self, conv: nn.Conv2d, step: float) -> None:
+        super().__init__()
+        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        digit = 2**24 // (fan_in * (ACT_LIMIT + 1))
+        if digit < MIN_DIGIT or conv.groups != 1:
+            raise ValueError(f"exact convolution needs fan-in <= {MAX_FAN_IN}, got {fan_in}")
+        self.stride, self.padding = conv.stride, conv.padding
+        self.base = 2 * digit + 1
+        w = conv.weight.detach().double()
+        wstep = w.abs().amax(dim=(1, 2, 3)).clamp_min(1e-12) / (digit * (self.base + 1))
+        w = torch.round(w / wstep.view(-1, 1, 1, 1))
+        high = torch.round(w / self.base)
+        self._keep("weight", torch.cat([high, w - high * self.base]).float())
+        self._keep("step", torch.tensor(step, dtype=torch.float32))
+        self._keep("scale", (wstep * step).float().view(1, -1, 1, 1))
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(wstep)
+        self._keep("bias", bias.float().view(1, -1, 1, 1).clone())  # not a view
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = _quantize(x, self.step)
+        high, low = F.conv2d(a, self.weight, None, self.stride, self.padding).chunk(2, dim=1)
+        return (high * self.base + low) * self.scale + self.bias
+
+
+class ExactGDN(_Derived):
+    """GDN or IGDN with integer squares and 12-bit integer γ, summed exactly in float64."""
+
+    def __init__(self, gdn: GDN, step: float) -> None:
+        super().__init__()
+        self.inverse = gdn.inverse
+        gamma = gdn.gamma_sqrt.detach().double() ** 2  # (C, C), row i: weights of output i
+        gstep = gamma.amax(dim=1).clamp_min(1e-12) / GAMMA_LIMIT
+        gamma_t = torch.round(gamma / gstep[:, None]).t().float()  # small integers
+        self._keep("gamma_t", gamma_t.contiguous())
+        self._keep("step", torch.tensor(step, dtype=torch.float32))
+        self._keep("scale", (gstep * step * step).float())
+        self._keep("beta", (gdn.beta_sqrt.detach() ** 2 + 1e-6).float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = _quantize(x, self.step)
+        squares = a.permute(0, 2, 3, 1).double().square()  # (B, H, W, C), exact integers
+        sums = torch.matmul(squares, self.gamma_t.double()).float()  # exact, then one rounding
+        norm = torch.sqrt(sums * self.scale + self.beta).permute(0, 3, 1, 2)
+        xq = a * self.step
+        return xq * norm if self.inverse else xq / norm
+
+
+class ExactSequential(nn.Module):
+    """The exact counterpart of a float `nn.Sequential`: float32 in and out.
+
+    Supports Conv2d and GDN (each preceded by a `RangeTracker`), PixelShuffle, ReLU and
+    nested Sequentials, the layers the codec's decoders are made of."""
+
+    def __init__(self, layers: list[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+
+    @classmethod
+    @torch.no_grad()
+    def from_float(cls, net: nn.Module) -> ExactSequential:
+        layers: list[nn.Module] = []
+        tracker: RangeTracker | None = None
+        for module in _flatten(net):
+            if isinstance(module, RangeTracker):
+                tracker = module
+                continue
+            if isinstance(module, nn.Conv2d | GDN):
+                if tracker is None:
+                    raise ValueError(f"{type(module).__name__} has no RangeTracker before it")
+                exact = ExactConv if isinstance(module, nn.Conv2d) else ExactGDN
+                layers.append(exact(module, _step(tracker)))  # type: ignore[arg-type]
+                tracker = None
+            elif isinstance(module, nn.PixelShuffle | nn.ReLU):
+                layers.append(module)
+            else:
+                raise ValueError(f"no exact version of {type(module).__name__}")
+        return cls(layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x.float().contiguous(memory_format=torch.channels_last))
+
+
+def _flatten(net: nn.Module) -> list[nn.Module]:
+    if isinstance(net, nn.Sequential):
+        return [m for child in net for m in _flatten(child)]
+    return [net]

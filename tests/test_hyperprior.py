@@ -1,0 +1,206 @@
+"""The mean–scale hyperprior codec: Gaussian tables, exact decoders, coding, tiling."""
+
+from __future__ import annotations
+
+import constriction
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from blendae.errors import BlendaeError
+from blendae.models import build_model
+from blendae.models.entropy import PRECISION, coder_bytes, open_coder
+from blendae.models.exact import ExactSequential, RangeTracker
+from blendae.models.gaussian import NUM_SCALES, GaussianConditional, scale_table
+from blendae.models.hyperprior import MeanScaleHyperprior
+from blendae.models.layers import GDN
+
+
+def _trained(steps: int = 20, seed: int = 0) -> MeanScaleHyperprior:
+    """A small hyperprior after a few steps on smooth random images, updated."""
+    torch.manual_seed(seed)
+    model = MeanScaleHyperprior(N=16, M=8, Nh=8, Z=4)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    x = torch.nn.functional.interpolate(torch.rand(16, 3, 8, 8), size=32, mode="bilinear")
+    for _ in range(steps):
+        out = model(x)
+        mse = (out["x_hat"] - x).pow(2).mean()
+        bits = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values())
+        loss = 0.01 * 255**2 * mse + bits / x[:, 0].numel()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.update()
+    return model
+
+
+@pytest.fixture(scope="module")
+def model() -> MeanScaleHyperprior:
+    return _trained()
+
+
+def _images(n: int, size: int = 32, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(n, 3, size // 4, size // 4, generator=g)
+    return torch.nn.functional.interpolate(small, size=size, mode="bilinear")
+
+
+def test_gaussian_tables_are_exact_integers_with_the_full_mass() -> None:
+    gc = GaussianConditional()
+    gc.update()
+    radius = gc._radius.long()
+    assert gc._pmf.shape[0] == NUM_SCALES
+    for row, r in zip(gc._pmf.long(), radius.tolist(), strict=True):
+        assert int(row[: 2 * r + 1].sum()) == 1 << PRECISION
+        assert bool((row[: 2 * r + 1] >= 1).all()) and int(row[2 * r + 1 :].abs().sum()) == 0
+    # A wider σ gets a wider, flatter table.
+    assert radius[-1] > radius[0] and gc._pmf[-1].max() < gc._pmf[0].max()
+    # Thresholds sit between neighbouring scales: every table scale selects its own entry.
+    assert torch.equal(gc.indices(scale_table()), torch.arange(NUM_SCALES))
+
+
+def test_gaussian_coding_round_trips_every_value_with_escapes() -> None:
+    gc = GaussianConditional()
+    gc.update()
+    g = torch.Generator().manual_seed(0)
+    scale = torch.rand(3, 4, 5, 6, generator=g) * 10
+    mean = torch.randn(3, 4, 5, 6, generator=g)
+    y = mean + torch.randn(3, 4, 5, 6, generator=g) * scale
+    y[0, 0, 0, 0] = 1e4  # far outside its table: the edge symbol plus an escape
+    y[0, 0, 0, 1] = -3e9  # beyond the latent limit: capped
+    indices = gc.indices(scale)
+    symbols = gc.symbols(y, mean, indices)
+    radius = gc._radius.long()[indices.long()]
+    assert bool((symbols.abs() > radius).any())
+    assert symbols[0, 0, 0, 1] == -(2**16)
+    for sym, idx in zip(symbols.flatten(1).numpy(), indices.flatten(1).numpy(), strict=True):
+        coder = constriction.stream.stack.AnsCoder()
+        gc.encode_into(coder, sym, idx)
+        decoder = open_coder(coder_bytes(coder))
+        assert np.array_equal(gc.decode_from(decoder, idx), sym) and decoder.is_empty()
+
+
+@pytest.mark.parametrize("overflow", [0, 1, 2, 3, 1000, 2**16 - 400])
+def test_an_escape_codes_any_overflow_exactly(overflow: int) -> None:
+    gc = GaussianConditional()
+    gc.update()
+    indices = np.array([0, 5, 5, 63], dtype=np.int32)
+    edge = [int(gc._radius[k]) for k in indices]
+    values = np.array([edge[0] + overflow, -edge[1] - overflow, 1, -edge[3]], dtype=np.int32)
+    coder = constriction.stream.stack.AnsCoder()
+    gc.encode_into(coder, values, indices)
+    decoder = open_coder(coder_bytes(coder))
+    assert np.array_equal(gc.decode_from(decoder, indices), values) and decoder.is_empty()
+
+
+def _tracked_net() -> nn.Sequential:
+    return nn.Sequential(
+        RangeTracker(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        RangeTracker(),
+        GDN(16, inverse=True),
+        RangeTracker(),
+        nn.Conv2d(16, 4 * 16, 3, padding=1),
+        nn.PixelShuffle(2),
+        nn.ReLU(),
+        RangeTracker(),
+        nn.Conv2d(16, 3, 3, padding=1),
+    )
+
+
+def test_exact_network_is_close_to_the_float_one_and_independent_of_batching() -> None:
+    torch.manual_seed(0)
+    net = _tracked_net()
+    x = torch.randn(32, 8, 8, 8) * 3
+    net.train()(x)  # the trackers record the activation ranges
+    exact = ExactSequential.from_float(net.eval())
+    with torch.no_grad():
+        ref = net(x)
+        out = exact(x)
+    assert out.dtype == torch.float32
+    assert (out - ref).abs().max() < 1e-2 * ref.abs().max()
+    # Same bits whatever else is in the batch and however many threads sum the products.
+    alone = torch.cat([exact(x[i : i + 1]) for i in range(4)])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_thread = exact(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(alone, out[:4]) and torch.equal(one_thread, out)
+
+
+def test_exact_conversion_refuses_what_it_cannot_make_exact() -> None:
+    with pytest.raises(ValueError, match="no RangeTracker"):
+        ExactSequential.from_float(nn.Sequential(nn.Conv2d(3, 3, 3)))
+    with pytest.raises(ValueError, match="no exact version of GELU"):
+        ExactSequential.from_float(nn.Sequential(nn.GELU()))
+    with pytest.raises(ValueError, match="fan-in"):
+        ExactSequential.from_float(nn.Sequential(RangeTracker(), nn.Conv2d(200, 3, 3)))
+    with pytest.raises(BlendaeError, match="bad hyperprior shape"):
+        build_model("hyperprior", N=200)
+
+
+def test_decoding_equals_the_evaluation_forward_pass_bit_for_bit(
+    model: MeanScaleHyperprior,
+) -> None:
+    x = _images(6)
+    with torch.inference_mode():
+        strings = model.compress(x)
+        decoded = model.decompress(strings, (32, 32))
+        forward = model(x)["x_hat"]
+        # The float networks, which the exact ones stand in for:
+        y = model.g_a(x)
+        mean = model.h_s(torch.round(model.h_a(y))).chunk(2, dim=1)[0]
+        float_decoded = model.g_s(torch.round(y - mean) + mean)
+    assert all(len(s) == 1 for s in strings)  # z and y share one ANS stream
+    assert torch.equal(decoded, forward)
+    assert (decoded - float_decoded).abs().mean() < 1e-3
+
+
+def test_tiled_coding_gives_the_same_bytes_and_pixels(
+    model: MeanScaleHyperprior, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = _images(1, size=96, seed=3)
+    with torch.inference_mode():
+        strings = model.compress(x)
+        decoded = model.decompress(strings, (96, 96))
+        monkeypatch.setattr(model, "tile_above", 0)
+        monkeypatch.setattr(model, "tile", 32)
+        assert model.compress(x) == strings
+        assert torch.equal(model.decompress(strings, (96, 96)), decoded)
+
+
+def test_damaged_strings_are_errors_not_crashes(model: MeanScaleHyperprior) -> None:
+    with torch.inference_mode():
+        ((data,),) = model.compress(_images(1))
+        with pytest.raises(BlendaeError, match=r"corrupt \.bae payload: data left over"):
+            model.decompress([[b"\x07" * 8 + data]], (32, 32))  # below the stack
+        for cut in (1, len(data) // 2, len(data) - 4):
+            damaged = bytes([data[cut] ^ 0xFF]) if cut == 1 else b""
+            try:
+                out = model.decompress([[damaged + data[cut:]]], (32, 32))
+            except BlendaeError:
+                continue
+            assert out.shape == (1, 3, 32, 32) and bool(torch.isfinite(out).all())
+
+
+def test_tables_and_exact_decoders_survive_saving(model: MeanScaleHyperprior) -> None:
+    clone = MeanScaleHyperprior(N=16, M=8, Nh=8, Z=4)
+    assert not clone.is_updated
+    clone.load_state_dict(model.state_dict())
+    clone.eval()
+    x = _images(2, seed=5)
+    with torch.inference_mode():
+        strings = model.compress(x)
+        assert clone.compress(x) == strings
+        assert torch.equal(clone.decompress(strings, (32, 32)), model.decompress(strings, (32, 32)))
+
+
+def test_the_side_information_is_a_small_share_of_the_rate(model: MeanScaleHyperprior) -> None:
+    with torch.inference_mode():
+        likelihoods = model(_images(8, seed=7))["likelihoods"]
+    bits = {k: float(-torch.log2(v).sum()) for k, v in likelihoods.items()}
+    assert 0 < bits["z"] < bits["y"]
