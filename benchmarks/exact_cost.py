@@ -48,8 +48,8 @@ def main() -> None:
         with torch.inference_mode():
             z_hat = model.entropy_bottleneck(model.h_a(model.g_a(x)))[0]
             y = model.g_a(x)
-            exact_mean, _, indices = model._params(z_hat, tiled=False)
-            y_hat = model.gaussian.symbols(y, exact_mean, indices) + exact_mean
+            exact_mean = model._params(z_hat, tiled=False)[0]
+            y_hat = model.gaussian.symbols(y, exact_mean) + exact_mean
             float_mean = model.h_s(z_hat).chunk(2, dim=1)[0]
             y_float = torch.round(y - float_mean) + float_mean
             exact = model.g_s_exact(y_hat)

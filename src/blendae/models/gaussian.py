@@ -118,10 +118,10 @@ class GaussianConditional(nn.Module):
             scale.double().contiguous(), self.thresholds, out_int32=True, right=True
         )
 
-    def symbols(self, y: Tensor, mean: Tensor, indices: Tensor) -> Tensor:
+    @staticmethod
+    def symbols(y: Tensor, mean: Tensor) -> Tensor:
         """round(y − μ) as int32, capped at ±LATENT_LIMIT: what is coded (with an escape
         where it lies beyond its table entry's radius)."""
-        del indices  # every value is codable; kept for the call sites' symmetry
         return torch.round(y - mean).clamp(-LATENT_LIMIT, LATENT_LIMIT).int()
 
     @staticmethod

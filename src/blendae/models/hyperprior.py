@@ -132,8 +132,8 @@ class MeanScaleHyperprior(CompressionModel):
             y_likelihoods = self.gaussian.likelihood(quantize(y, "noise"), mean, scale)
             x_hat = self.g_s(_ste_round(y, mean) if self.ste else quantize(y, "noise"))
         elif self.is_updated and self._exact_current:
-            mean, scale, indices = self._params(z_hat, tiled=False)
-            y_hat = self.gaussian.symbols(y, mean, indices) + mean
+            mean, scale, _ = self._params(z_hat, tiled=False)
+            y_hat = self.gaussian.symbols(y, mean) + mean
             y_likelihoods = self.gaussian.likelihood(y_hat, mean, scale)
             x_hat = self.g_s_exact(y_hat)
         else:
@@ -171,7 +171,7 @@ class MeanScaleHyperprior(CompressionModel):
         y = tiling.analysis(self.g_a, x, 4, self.tile, self.halo) if tiled else self.g_a(x)
         z_indices = self.entropy_bottleneck.indices(self.h_a(y))
         mean, _, indices = self._params(self.entropy_bottleneck.dequantize(z_indices), tiled)
-        symbols = self.gaussian.symbols(y, mean, indices).flatten(1).numpy()
+        symbols = self.gaussian.symbols(y, mean).flatten(1).numpy()
         strings = []
         for zi, sym, idx in zip(
             z_indices.numpy(), symbols, indices.flatten(1).numpy(), strict=True
