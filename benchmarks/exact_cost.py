@@ -1,9 +1,9 @@
 """What the integer-exact decoder costs in quality, and in time, against the float one.
 
 For every shipped model, on the last 1,000 training images (the validation split the zoo
-was chosen on): the same quantized latents decoded by the float networks h_s and g_s and
-by their exact counterparts (what `decompress` runs), PSNR of each against the originals
-and of one against the other, and the synthesis speed of each at batch 64.
+was chosen on): the same quantized latents decoded by the float networks h_s, the context
+and g_s and by their exact counterparts (what `decompress` runs), PSNR of each against the
+originals and of one against the other, and the synthesis speed of each at batch 64.
 
     python -m benchmarks.exact_cost [--threads 2]
 """
@@ -48,10 +48,11 @@ def main() -> None:
         with torch.inference_mode():
             z_hat = model.entropy_bottleneck(model.h_a(model.g_a(x)))[0]
             y = model.g_a(x)
-            exact_mean = model._params(z_hat, tiled=False)[0]
-            y_hat = model.gaussian.symbols(y, exact_mean) + exact_mean
-            float_mean = model.h_s(z_hat).chunk(2, dim=1)[0]
-            y_float = torch.round(y - float_mean) + float_mean
+            # The means (with the context: the anchors' first) from each kind of network.
+            y_hat = model._mean_scale(y, model.h_s_exact(z_hat), model._coded, exact=True)[0]
+            y_float = model._mean_scale(
+                y, model.h_s(z_hat), lambda v, m: torch.round(v - m) + m, exact=False
+            )[0]
             exact = model.g_s_exact(y_hat)
             floating = model.g_s(y_float.contiguous(memory_format=torch.channels_last))
             batch = y_hat[:64].contiguous(memory_format=torch.channels_last)

@@ -60,7 +60,9 @@ AVIF_SWEEP: dict[str, dict] = {
 }
 AVIF_SWEEP_IMAGES = 200
 AVIF_SWEEP_QUALITIES = (30, 50)
-# The 0.2 zoo (Ballé 2017 factorized prior, float decoding), kept as the baseline family.
+# Earlier zoos, kept as baseline families: baseline/factorized-0.2 (Ballé 2017 factorized
+# prior, float decoding) and baseline/hyperprior-0.3 (the mean-scale hyperprior without the
+# context).
 BASELINE = Path(__file__).with_name("baseline")
 MIN_SHARED_DB = 1.0  # a BD-rate over less shared PSNR than this is not reported
 
@@ -381,9 +383,9 @@ def main() -> None:
             lambda ims, n=name: api.compress_batch(list(ims), n),
             lambda fs: api.decompress_batch(fs),
         )
-    for meta_path in sorted(BASELINE.glob("q*.json")):
+    for meta_path in sorted(BASELINE.glob("*/q*.json")):
         points += measure(
-            "blendae-factorized-0.2",
+            f"blendae-{meta_path.parent.name}",
             meta_path.stem,
             images,
             lambda ims, m=str(meta_path): api.compress_batch(list(ims), m),

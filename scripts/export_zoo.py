@@ -3,8 +3,9 @@
 Float32 parameters are stored as float16 (half the size), buffers unchanged; loading
 converts each back to the model's own dtype (and derives a hyperprior's exact decoders).
 The model id is computed from that loaded model, so it matches what users get. The JSON
-records the run's config, the commands that trained it, its last epoch's (validation)
-metrics, the data, and the test-set bpp and PSNR of the real files, measured once.
+records the run's config, the commands that trained it (for a fine-tune, those of the run
+it started from first), its last epoch's (validation) metrics, the data, and the test-set
+bpp and PSNR of the real files, measured once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ def _storage(t: torch.Tensor, parameter: bool) -> torch.Tensor:
     return t.half() if parameter and t.dtype == torch.float32 else t
 
 
+def lineage(run: Path) -> tuple[list[str], float]:
+    """The commands that trained run `run` from scratch, in order, and their epochs' seconds:
+    a run started with --init-from continues the run it names, so that run's come first."""
+    config = runs.load_config(run)
+    state = runs.load_state(run)
+    commands, seconds = lineage(Path(config.init_from)) if config.init_from else ([], 0.0)
+    own = sum(m["seconds"] for m in state["metrics"])
+    return commands + state.get("commands", []), seconds + own
+
+
 def export(run: Path, name: str, command: str, dest: Path) -> dict:
     """Copy run `run` into the zoo folder `dest` as `name`; returns the JSON metadata written."""
     config, model = runs.load_model(run)
@@ -41,8 +52,8 @@ def export(run: Path, name: str, command: str, dest: Path) -> dict:
     reloaded.load_state_dict(stored)  # converts back to the model's dtypes
     # The blend's manifest (from the cache) names the exact source files and preset.
     splits = load_blended(config.preset, mirror=config.mirror, cache=config.cache, progress=False)
-    state = runs.load_checkpoint(run).state
-    metrics = state["metrics"]
+    metrics = runs.load_state(run)["metrics"]
+    commands, seconds = lineage(run)
     train_images = len(splits.train) - (config.val or 0)
     meta = {
         "name": name,
@@ -51,8 +62,8 @@ def export(run: Path, name: str, command: str, dest: Path) -> dict:
         "model_args": config.model_args,
         "preset": config.preset,
         "lmbda": config.lmbda,
-        # The commands that trained it, in order (the run records each one), or as given.
-        "commands": [command] if command else state.get("commands", []),
+        # The commands that trained it, in order (the runs record each one), or as given.
+        "commands": [command] if command else commands,
         "data": {
             "train": f"blended CIFAR-10/MNIST train split: the first {train_images:,} images "
             f"(limit_train={config.limit_train})",
@@ -66,7 +77,7 @@ def export(run: Path, name: str, command: str, dest: Path) -> dict:
         },
         # The last epoch's scores; on the validation split when the run held one out.
         "last_epoch_metrics": metrics[-1],
-        "train_seconds": round(sum(m["seconds"] for m in metrics), 1),
+        "train_seconds": round(seconds, 1),  # every stage's epochs (see `lineage`)
         "torch": torch.__version__,
     }
     # Score the model as users get it (from a scratch copy), then publish both files.

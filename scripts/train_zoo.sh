@@ -15,22 +15,37 @@
 # validation split the second 10 epochs lowered the rate at equal or better PSNR for every λ.
 # Runs go to runs/zoo2-qN (delete one to retrain it). One thread per run: on a small
 # shared CPU two single-thread runs beat one two-thread run.
+#
+# Stage 2 (blendae 0.4): each zoo2 model is fine-tuned into a model with the checkerboard
+# context (`"context": 64`): its weights start the new model (--init-from), whose context
+# starts at zero, for 10 more epochs at a restarted, lower cosine learning rate, then resumed
+# to 20 (a warm restart, as in stage 1). On the validation split (q3, 3 epochs) the context
+# lowered the rate by 2.0 % at 0.05 dB more PSNR than the same fine-tune without it; the
+# fine-tune itself also helps. Runs go to runs/zoo3-qN, which the zoo ships.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODEL_ARGS='{"N": 64, "M": 32, "Nh": 32, "Z": 16, "ste": true}'
-# name:λ:lr. The top point keeps the lower lr the factorized q4 needed.
-POINTS=(q0:0.006:1e-3 q1:0.012:1e-3 q2:0.025:1e-3 q3:0.05:1e-3 q4:0.08:5e-4)
+CONTEXT_ARGS='{"N": 64, "M": 32, "Nh": 32, "Z": 16, "ste": true, "context": 64}'
+# name:λ:lr:fine-tune lr. The top point keeps the lower lr the factorized q4 needed.
+POINTS=(q0:0.006:1e-3:3e-4 q1:0.012:1e-3:3e-4 q2:0.025:1e-3:3e-4 q3:0.05:1e-3:3e-4
+    q4:0.08:5e-4:1.5e-4)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 for point in "${POINTS[@]}"; do
-    IFS=: read -r name lmbda lr <<< "$point"
+    IFS=: read -r name lmbda lr tune_lr <<< "$point"
     if [[ $# -gt 0 && ! " $* " =~ " $name " ]]; then
         continue
     fi
-    blendae train --model hyperprior --model-args "$MODEL_ARGS" \
-        --lambda "$lmbda" --preset unit --epochs 10 --batch-size 16 --lr "$lr" \
-        --lr-schedule cosine --clip-grad 1 --val 5000 --seed 0 --out "runs/zoo2-$name"
-    blendae train --resume "runs/zoo2-$name" --epochs 20
-    python scripts/export_zoo.py "runs/zoo2-$name" "$name"
+    if [[ ! -f "runs/zoo2-$name/final.json" ]]; then  # stage 1, unless already trained
+        blendae train --model hyperprior --model-args "$MODEL_ARGS" \
+            --lambda "$lmbda" --preset unit --epochs 10 --batch-size 16 --lr "$lr" \
+            --lr-schedule cosine --clip-grad 1 --val 5000 --seed 0 --out "runs/zoo2-$name"
+        blendae train --resume "runs/zoo2-$name" --epochs 20
+    fi
+    blendae train --model hyperprior --model-args "$CONTEXT_ARGS" --init-from "runs/zoo2-$name" \
+        --lambda "$lmbda" --preset unit --epochs 10 --batch-size 16 --lr "$tune_lr" \
+        --lr-schedule cosine --clip-grad 1 --val 5000 --seed 0 --out "runs/zoo3-$name"
+    blendae train --resume "runs/zoo3-$name" --epochs 20
+    python scripts/export_zoo.py "runs/zoo3-$name" "$name"
 done

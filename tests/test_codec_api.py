@@ -155,11 +155,28 @@ def test_a_codec_trained_in_the_seed_space_codes_in_its_space(tmp_path: Path) ->
     assert not np.array_equal(wrong.permute(0, 2, 3, 1).numpy(), decoded)
 
 
+BASELINE = Path(__file__).parents[1] / "benchmarks" / "baseline"
+
+
+def test_files_written_by_blendae_0_3_decode_to_the_same_pixels() -> None:
+    """Files made by 0.3's q3 (kept in benchmarks/baseline/hyperprior-0.3) decode to the
+    pixels 0.3 decoded them to (their digests, recorded by 0.3), bit for bit."""
+    import hashlib
+
+    data = Path(__file__).parent / "data"
+    expected = json.loads((data / "hyperprior-0.3.json").read_text())
+    model = str(BASELINE / "hyperprior-0.3" / "q3.json")
+    for name, want in expected.items():
+        decoded = api.decompress((data / name).read_bytes(), model)
+        assert list(decoded.shape) == want["shape"]
+        assert hashlib.sha256(decoded.tobytes()).hexdigest() == want["sha256"]
+
+
 def test_a_model_stored_like_the_zoo_codes_from_its_json(tmp_path: Path) -> None:
     """The 0.2 factorized models (the benchmark's baseline) load from NAME.json."""
     import shutil
 
-    baseline = Path(__file__).parents[1] / "benchmarks" / "baseline" / "q0.json"
+    baseline = BASELINE / "factorized-0.2" / "q0.json"
     images = list(smooth_images(3, 32, 32))
     files = api.compress_batch(images, str(baseline))
     assert all(f[3:7].hex() == json.loads(baseline.read_text())["id"] for f in files)

@@ -11,16 +11,16 @@ from torch import nn
 from blendae.errors import BlendaeError
 from blendae.models import build_model
 from blendae.models.entropy import PRECISION, coder_bytes, open_coder
-from blendae.models.exact import ExactSequential, RangeTracker
+from blendae.models.exact import MAX_FAN_IN, ExactSequential, RangeTracker
 from blendae.models.gaussian import NUM_SCALES, GaussianConditional, scale_table
 from blendae.models.hyperprior import MeanScaleHyperprior
 from blendae.models.layers import GDN
 
 
-def _trained(steps: int = 20, seed: int = 0) -> MeanScaleHyperprior:
+def _trained(steps: int = 20, seed: int = 0, context: int = 0) -> MeanScaleHyperprior:
     """A small hyperprior after a few steps on smooth random images, updated."""
     torch.manual_seed(seed)
-    model = MeanScaleHyperprior(N=16, M=8, Nh=8, Z=4)
+    model = MeanScaleHyperprior(N=16, M=8, Nh=8, Z=4, context=context)
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     x = torch.nn.functional.interpolate(torch.rand(16, 3, 8, 8), size=32, mode="bilinear")
     for _ in range(steps):
@@ -36,9 +36,9 @@ def _trained(steps: int = 20, seed: int = 0) -> MeanScaleHyperprior:
     return model
 
 
-@pytest.fixture(scope="module")
-def model() -> MeanScaleHyperprior:
-    return _trained()
+@pytest.fixture(scope="module", params=[0, 16], ids=["plain", "context"])
+def model(request: pytest.FixtureRequest) -> MeanScaleHyperprior:
+    return _trained(context=request.param)
 
 
 def _images(n: int, size: int = 32, seed: int = 1) -> torch.Tensor:
@@ -75,11 +75,26 @@ def test_gaussian_coding_round_trips_every_value_with_escapes() -> None:
     radius = gc._radius.long()[indices.long()]
     assert bool((symbols.abs() > radius).any())
     assert symbols[0, 0, 0, 1] == -(2**16)
-    for sym, idx in zip(symbols.flatten(1).numpy(), indices.flatten(1).numpy(), strict=True):
-        coder = constriction.stream.stack.AnsCoder()
-        gc.encode_into(coder, sym, idx)
-        decoder = open_coder(coder_bytes(coder))
-        assert np.array_equal(gc.decode_from(decoder, idx), sym) and decoder.is_empty()
+    symbols, indices = symbols.flatten(1).numpy(), indices.flatten(1).numpy()
+    coders = [constriction.stream.stack.AnsCoder() for _ in range(len(symbols))]
+    gc.encode_batch(coders, symbols, indices)
+    decoders = [open_coder(coder_bytes(coder)) for coder in coders]
+    assert np.array_equal(gc.decode_batch(decoders, indices), symbols)
+    assert all(decoder.is_empty() for decoder in decoders)
+
+
+def test_float32_table_choice_equals_the_float64_comparison() -> None:
+    """σ's entry (a guess from log σ, settled by comparisons with float32 thresholds rounded
+    up) is the one comparing in float64 picks, also for σ at, just below and just above
+    every threshold, and over many octaves."""
+    gc = GaussianConditional()
+    t = gc.thresholds.float()
+    near = [t, torch.nextafter(t, torch.zeros(())), torch.nextafter(t, torch.full((), 99.0))]
+    extremes = torch.tensor([0.0, -1.0, 1e-30, float("inf")])
+    spread = torch.exp(torch.randn(10_000, generator=torch.Generator().manual_seed(0)) * 4)
+    scale = torch.cat([*near, torch.rand(10_000) * 60, spread, extremes])
+    float64 = torch.bucketize(scale.double(), gc.thresholds, right=True)
+    assert torch.equal(gc.indices(scale), float64)
 
 
 @pytest.mark.parametrize("overflow", [0, 1, 2, 3, 1000, 2**16 - 400])
@@ -90,9 +105,10 @@ def test_an_escape_codes_any_overflow_exactly(overflow: int) -> None:
     edge = [int(gc._radius[k]) for k in indices]
     values = np.array([edge[0] + overflow, -edge[1] - overflow, 1, -edge[3]], dtype=np.int32)
     coder = constriction.stream.stack.AnsCoder()
-    gc.encode_into(coder, values, indices)
+    gc.encode_batch([coder], values[None], indices[None])
     decoder = open_coder(coder_bytes(coder))
-    assert np.array_equal(gc.decode_from(decoder, indices), values) and decoder.is_empty()
+    assert np.array_equal(gc.decode_batch([decoder], indices[None])[0], values)
+    assert decoder.is_empty()
 
 
 def _tracked_net() -> nn.Sequential:
@@ -153,8 +169,9 @@ def test_decoding_equals_the_evaluation_forward_pass_bit_for_bit(
         forward = model(x)["x_hat"]
         # The float networks, which the exact ones stand in for:
         y = model.g_a(x)
-        mean = model.h_s(torch.round(model.h_a(y))).chunk(2, dim=1)[0]
-        float_decoded = model.g_s(torch.round(y - mean) + mean)
+        hs = model.h_s(torch.round(model.h_a(y)))
+        y_hat, _, _ = model._mean_scale(y, hs, lambda v, m: torch.round(v - m) + m, exact=False)
+        float_decoded = model.g_s(y_hat)
     assert all(len(s) == 1 for s in strings)  # z and y share one ANS stream
     assert torch.equal(decoded, forward)
     assert (decoded - float_decoded).abs().mean() < 1e-3
@@ -188,7 +205,7 @@ def test_damaged_strings_are_errors_not_crashes(model: MeanScaleHyperprior) -> N
 
 
 def test_tables_and_exact_decoders_survive_saving(model: MeanScaleHyperprior) -> None:
-    clone = MeanScaleHyperprior(N=16, M=8, Nh=8, Z=4)
+    clone = MeanScaleHyperprior(N=16, M=8, Nh=8, Z=4, context=model.context)
     assert not clone.is_updated
     clone.load_state_dict(model.state_dict())
     clone.eval()
@@ -204,3 +221,25 @@ def test_the_side_information_is_a_small_share_of_the_rate(model: MeanScaleHyper
         likelihoods = model(_images(8, seed=7))["likelihoods"]
     bits = {k: float(-torch.log2(v).sum()) for k, v in likelihoods.items()}
     assert 0 < bits["z"] < bits["y"]
+
+
+def test_a_context_model_started_from_a_trained_one_decodes_like_it() -> None:
+    """The context's last layer starts at zero: fine-tuning starts from the given model."""
+    base = _trained(context=0)
+    extended = MeanScaleHyperprior(N=16, M=8, Nh=8, Z=4, context=16)
+    missing = extended.load_state_dict(base.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith(("ctx.", "ep.")) for k in missing)
+    extended.eval()
+    extended.update()
+    x = _images(4, seed=9)
+    with torch.inference_mode():
+        strings = extended.compress(x)
+        assert strings != base.compress(x)  # the anchors and the rest are coded apart
+        assert torch.equal(extended.decompress(strings, (32, 32)), base(x)["x_hat"])
+
+
+def test_a_bad_context_width_is_refused() -> None:
+    with pytest.raises(BlendaeError, match="bad context width"):
+        build_model("hyperprior", context=-1)
+    with pytest.raises(BlendaeError, match="bad context width"):
+        build_model("hyperprior", context=MAX_FAN_IN + 1)

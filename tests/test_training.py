@@ -16,6 +16,7 @@ from blendae import runs
 from blendae.config import RunConfig
 from blendae.data import BlendedSplits
 from blendae.errors import BlendaeError
+from blendae.models import build_model
 from blendae.training import loop
 
 
@@ -210,6 +211,9 @@ def test_old_config_files_migrate(tmp_path: Path) -> None:
     (tmp_path / runs.CONFIG).write_text(json.dumps({"model": "seed", "model_args": [1]}))
     with pytest.raises(BlendaeError, match="model_args must be a JSON object"):
         runs.load_config(tmp_path)
+    (tmp_path / runs.CONFIG).write_text(json.dumps({"model": "seed", "init_from": 5}))
+    with pytest.raises(BlendaeError, match="init_from must be the path of a run folder"):
+        runs.load_config(tmp_path)
 
 
 def test_cosine_schedule_decays_to_one_percent() -> None:
@@ -349,3 +353,41 @@ def test_a_validation_split_is_the_last_training_images_and_never_trained_on(
     assert _strip_time(with_val) == _strip_time(by_hand)
     with pytest.raises(BlendaeError, match="--val 96 leaves no training images"):
         loop.train(_config(val=96), tmp_path / "none", tiny_splits, progress=False)
+
+
+def test_init_from_starts_a_larger_model_from_a_trained_one(
+    tiny_splits: BlendedSplits, tmp_path: Path
+) -> None:
+    """A context hyperprior fine-tuned from a plain one: the shared weights start as trained,
+    the new ones as built; a model that does not extend the run is refused."""
+    small = {"N": 8, "M": 8, "Nh": 8, "Z": 4}
+    base = _config(model="hyperprior", model_args=small, lmbda=0.01, epochs=1)
+    loop.train(base, tmp_path / "base", tiny_splits, progress=False)
+    trained = runs.load_model(tmp_path / "base")[1].state_dict()
+    start = build_model("hyperprior", **small, context=8)
+    fresh = runs.init_from(start, tmp_path / "base")
+    assert fresh and all(k.startswith(("ctx.", "ep.")) for k in fresh)
+    assert all(torch.equal(start.state_dict()[k], v) for k, v in trained.items())
+    extended = dataclasses.replace(
+        base, model_args={**small, "context": 8}, init_from=str(tmp_path / "base"), epochs=1
+    )
+    loop.train(extended, tmp_path / "ctx", tiny_splits, progress=False)
+    assert runs.load_config(tmp_path / "ctx").init_from == str(tmp_path / "base")
+    tuned = runs.load_model(tmp_path / "ctx")[1].state_dict()
+    assert any(k.startswith("ep.") for k in tuned) and "g_a.0.weight" in tuned
+    assert not torch.equal(tuned["g_a.0.weight"], trained["g_a.0.weight"])  # it trained on
+    # A model with no place for the run's weights (the plain one from the context one):
+    back = dataclasses.replace(base, init_from=str(tmp_path / "ctx"))
+    with pytest.raises(BlendaeError, match="no place for its weights"):
+        loop.train(back, tmp_path / "back", tiny_splits, progress=False)
+    wrong = dataclasses.replace(base, model="seed", model_args={}, lmbda=None)
+    wrong = dataclasses.replace(wrong, init_from=str(tmp_path / "base"))
+    with pytest.raises(BlendaeError, match="init-from"):
+        loop.train(wrong, tmp_path / "wrong", tiny_splits, progress=False)
+    with pytest.raises(BlendaeError, match="cannot read model weights"):
+        loop.train(
+            dataclasses.replace(base, init_from=str(tmp_path / "nowhere")),
+            tmp_path / "x",
+            tiny_splits,
+            progress=False,
+        )

@@ -119,6 +119,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="clip the gradient norm to this before each step (default: off); may change on "
         "--resume, the cure for a run whose test PSNR collapsed",
     )
+    p.add_argument(
+        "--init-from",
+        metavar="RUN_FOLDER",
+        help="start from the trained weights of this run (fine-tune a model that extends "
+        "it); its other layers keep their initialization",
+    )
     p.add_argument("--limit-train", type=_positive_int, help="use the first N training images")
     p.add_argument("--limit-test", type=_positive_int, help="use the first N test images")
     p.add_argument(

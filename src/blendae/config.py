@@ -41,6 +41,9 @@ class RunConfig:
     model_args: dict[str, Any] = field(default_factory=dict)  # constructor keyword arguments
     # λ of the rate–distortion loss λ·255²·MSE + bpp; codec models need one, others none
     lmbda: float | None = None
+    # start from the trained weights of this run folder (fine-tuning a model that extends
+    # it, e.g. adding a context model); tensors it lacks keep their initialization
+    init_from: str | None = None
     # optimisation
     protocol: str = "minibatch"  # "seed-fullbatch" replays the study: one full-batch step per epoch
     epochs: int = 50
@@ -82,6 +85,10 @@ class RunConfig:
             raise BlendaeError(
                 f"model_args must be a JSON object of constructor arguments, got "
                 f"{self.model_args!r}"
+            )
+        if self.init_from is not None and not (isinstance(self.init_from, str) and self.init_from):
+            raise BlendaeError(
+                f"init_from must be the path of a run folder, got {self.init_from!r}"
             )
         for name in ("epochs", "batch_size", "eval_batch_size", "fullbatch_chunk"):
             _check_int(name, getattr(self, name), minimum=1)

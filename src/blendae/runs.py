@@ -209,17 +209,40 @@ def load_model(run_dir: Path) -> tuple[RunConfig, nn.Module]:
     config = load_config(run_dir)
     model = build_model(config.model, **config.model_args)
     path = run_dir / WEIGHTS
-    try:
-        weights = load_file(path)
-    except (SafetensorError, OSError) as exc:
-        raise BlendaeError(f"cannot read model weights {path}: {exc}") from exc
-    _check_finite(weights, path)
+    weights = _read_weights(path)
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise BlendaeError(f"{path} does not fit model {config.model!r}: {first}") from exc
     return config, model.eval()
+
+
+def init_from(model: nn.Module, run_dir: Path) -> list[str]:
+    """Start `model` from the trained weights of run `run_dir` (fine-tuning a model that
+    extends it); → the names of its tensors the run lacks, which keep their initialization."""
+    path = run_dir / WEIGHTS
+    weights = _read_weights(path)
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise BlendaeError(f"--init-from {run_dir}: its weights do not fit: {first}") from exc
+    if result.unexpected_keys:
+        raise BlendaeError(
+            f"--init-from {run_dir}: the model has no place for its weights "
+            f"{', '.join(result.unexpected_keys[:3])}; is it the same architecture?"
+        )
+    return list(result.missing_keys)
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        weights = load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise BlendaeError(f"cannot read model weights {path}: {exc}") from exc
+    _check_finite(weights, path)
+    return weights
 
 
 # ---- one writer per run folder ----------------------------------------------------------

@@ -63,7 +63,7 @@ class _Derived(nn.Module):
 
 def _quantize(x: Tensor, step: Tensor) -> Tensor:
     """Real values → integer-valued float32 activations, saturated at ±ACT_LIMIT."""
-    return torch.round(x / step).clamp_(-ACT_LIMIT, ACT_LIMIT)
+    return (x / step).round_().clamp_(-ACT_LIMIT, ACT_LIMIT)
 
 
 def _step(tracker: RangeTracker) -> float:
@@ -100,7 +100,8 @@ class ExactConv(_Derived):
     def forward(self, x: Tensor) -> Tensor:
         a = _quantize(x, self.step)
         high, low = F.conv2d(a, self.weight, None, self.stride, self.padding).chunk(2, dim=1)
-        return (high * self.base + low) * self.scale + self.bias
+        out = high * self.base  # then in place: one rounding per operation, as written out
+        return out.add_(low).mul_(self.scale).add_(self.bias)
 
 
 class ExactGDN(_Derived):
@@ -111,7 +112,7 @@ class ExactGDN(_Derived):
         self.inverse = gdn.inverse
         gamma = gdn.gamma_sqrt.detach().double() ** 2  # (C, C), row i: weights of output i
         gstep = gamma.amax(dim=1).clamp_min(1e-12) / GAMMA_LIMIT
-        gamma_t = torch.round(gamma / gstep[:, None]).t().float()  # small integers
+        gamma_t = torch.round(gamma / gstep[:, None]).t()  # small integers
         self._keep("gamma_t", gamma_t.contiguous())
         self._keep("step", torch.tensor(step, dtype=torch.float32))
         self._keep("scale", (gstep * step * step).float())
@@ -119,11 +120,11 @@ class ExactGDN(_Derived):
 
     def forward(self, x: Tensor) -> Tensor:
         a = _quantize(x, self.step)
-        squares = a.permute(0, 2, 3, 1).double().square()  # (B, H, W, C), exact integers
-        sums = torch.matmul(squares, self.gamma_t.double()).float()  # exact, then one rounding
-        norm = torch.sqrt(sums * self.scale + self.beta).permute(0, 3, 1, 2)
-        xq = a * self.step
-        return xq * norm if self.inverse else xq / norm
+        squares = a.permute(0, 2, 3, 1).double().square_()  # (B, H, W, C), exact integers
+        sums = torch.matmul(squares, self.gamma_t).float()  # exact, then one rounding
+        norm = sums.mul_(self.scale).add_(self.beta).sqrt_().permute(0, 3, 1, 2)
+        xq = a.mul_(self.step)
+        return xq.mul_(norm) if self.inverse else xq.div_(norm)
 
 
 class ExactSequential(nn.Module):
@@ -151,7 +152,9 @@ class ExactSequential(nn.Module):
                 exact = ExactConv if isinstance(module, nn.Conv2d) else ExactGDN
                 layers.append(exact(module, _step(tracker)))  # type: ignore[arg-type]
                 tracker = None
-            elif isinstance(module, nn.PixelShuffle | nn.ReLU):
+            elif isinstance(module, nn.ReLU):
+                layers.append(nn.ReLU(inplace=True))  # on a fresh tensor: no copy needed
+            elif isinstance(module, nn.PixelShuffle):
                 layers.append(module)
             else:
                 raise ValueError(f"no exact version of {type(module).__name__}")

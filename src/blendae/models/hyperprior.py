@@ -3,17 +3,20 @@
 x → g_a → y → h_a → z. z is coded with a factorized prior (the side information); from it
 the decoder predicts a mean and a scale for every element of y (h_s), and y is coded with
 the Gaussian conditional. At 32×32 the side information is a large share of the rate, so z
-is tiny: `Z` channels at 1/16 of the image side (2×2 for a 32×32 image).
+is tiny: `Z` channels at 1/16 of the image side (2×2 for a 32×32 image); a 2×2 z says little
+about where in the 8×8 latent things are, so an optional checkerboard context (He et al.,
+CVPR 2021) codes y in two halves: the anchors (y[i, j] with i + j even) from z alone, then
+the other half from z and the decoded anchors around it.
 
-z and y share one ANS string, z on top. Both decoder networks, h_s (it decides how the y
-stream is parsed) and g_s (it makes the pixels), run as integer-exact networks derived
-from the float ones (`exact.py`), so a file decodes to the same pixels on every CPU, at any
-thread count. Training uses the float networks.
+z and y share one ANS string, z on top. All decoder networks, h_s and the context (they
+decide how the y stream is parsed) and g_s (it makes the pixels), run as integer-exact
+networks derived from the float ones (`exact.py`), so a file decodes to the same pixels on
+every CPU, at any thread count. Training uses the float networks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import constriction
@@ -56,6 +59,11 @@ class MeanScaleHyperprior(CompressionModel):
     h_s: two sub-pixel 2× upsamplings with ReLU, then 3×3 to 2M channels (mean, scale).
     g_s: 3×3, IGDN, sub-pixel up, IGDN, sub-pixel up to 3 channels. ste=True decodes rounded
     latents (straight-through) while the rate sees noisy ones, as `FactorizedPrior` does.
+    context > 0 adds the checkerboard context for the non-anchors: a 3×3 convolution over
+    the decoded anchors (M → 2M) and a parameter net of 1×1 convolutions (4M → context →
+    context → 2M, ReLU) that corrects h_s's mean and scale from both; the anchors keep h_s's.
+    Its last layer starts at zero, so a context model fine-tuned from a trained one
+    (`--init-from`) starts as that model.
     """
 
     stride = 16
@@ -64,7 +72,13 @@ class MeanScaleHyperprior(CompressionModel):
     halo = 4
 
     def __init__(
-        self, N: int = 64, M: int = 32, Nh: int = 32, Z: int = 16, ste: bool = True
+        self,
+        N: int = 64,
+        M: int = 32,
+        Nh: int = 32,
+        Z: int = 16,
+        ste: bool = True,
+        context: int = 0,
     ) -> None:
         super().__init__()
         if min(N, M, Nh, Z) < 1 or 9 * max(N, M, Nh, Z) > MAX_FAN_IN:
@@ -72,8 +86,14 @@ class MeanScaleHyperprior(CompressionModel):
                 f"bad hyperprior shape N={N} M={M} Nh={Nh} Z={Z}: each must be 1..130 "
                 "(exact decoding bounds a 3×3 layer's fan-in)"
             )
+        if not 0 <= context <= MAX_FAN_IN:
+            raise BlendaeError(
+                f"bad context width {context}: 0 (none) or 1..{MAX_FAN_IN} (exact decoding "
+                "bounds a layer's fan-in)"
+            )
         self.ste = ste
         self.M = M
+        self.context = context
         self.g_a = nn.Sequential(
             nn.Conv2d(3, N, 5, stride=2, padding=2),
             GDN(N),
@@ -104,6 +124,20 @@ class MeanScaleHyperprior(CompressionModel):
             GDN(N, inverse=True),
             *_tracked_conv(N, 3, up=True),
         )
+        if context:
+            self.ctx = nn.Sequential(RangeTracker(), nn.Conv2d(M, 2 * M, 3, padding=1))
+            self.ep = nn.Sequential(
+                RangeTracker(),
+                nn.Conv2d(4 * M, context, 1),
+                nn.ReLU(),
+                RangeTracker(),
+                nn.Conv2d(context, context, 1),
+                nn.ReLU(),
+                RangeTracker(),
+                nn.Conv2d(context, 2 * M, 1),
+            )
+            nn.init.zeros_(self.ep[-1].weight)
+            nn.init.zeros_(self.ep[-1].bias)
         self.entropy_bottleneck = EntropyBottleneck(Z)
         self.gaussian = GaussianConditional()
         self._build_exact()
@@ -114,13 +148,16 @@ class MeanScaleHyperprior(CompressionModel):
         """Derive the exact decoders from the float ones (identical on every machine)."""
         self.h_s_exact = ExactSequential.from_float(self.h_s)
         self.g_s_exact = ExactSequential.from_float(self.g_s)
+        if self.context:
+            self.ctx_exact = ExactSequential.from_float(self.ctx)
+            self.ep_exact = ExactSequential.from_float(self.ep)
         self._exact_current = True  # until the next training step changes the float ones
 
     def forward(self, x: Tensor) -> dict[str, Any]:
         """x (B, 3, H, W), H and W multiples of 16 → {"x_hat", "likelihoods": {"y", "z"}}.
 
         In evaluation after `update()` this is decoding, bit for bit: the exact networks and
-        the coded symbols (clamped to their tables), so metrics measure the real codec."""
+        the coded symbols, so metrics measure the real codec."""
         y = self.g_a(x)
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
@@ -128,20 +165,64 @@ class MeanScaleHyperprior(CompressionModel):
             self._exact_current = False
             if self.ste:
                 z_hat = _ste_round(z)
-            mean, scale = self.h_s(z_hat).chunk(2, dim=1)
+            rounded = _ste_round if self.ste else lambda v, _: quantize(v, "noise")
+            y_hat, mean, scale = self._mean_scale(y, self.h_s(z_hat), rounded, exact=False)
             y_likelihoods = self.gaussian.likelihood(quantize(y, "noise"), mean, scale)
-            x_hat = self.g_s(_ste_round(y, mean) if self.ste else quantize(y, "noise"))
+            x_hat = self.g_s(y_hat)
         elif self.is_updated and self._exact_current:
-            mean, scale, _ = self._params(z_hat, tiled=False)
-            y_hat = self.gaussian.symbols(y, mean) + mean
+            hs = self.h_s_exact(z_hat)
+            y_hat, mean, scale = self._mean_scale(y, hs, self._coded, exact=True)
             y_likelihoods = self.gaussian.likelihood(y_hat, mean, scale)
             x_hat = self.g_s_exact(y_hat)
         else:
-            mean, scale = self.h_s(z_hat).chunk(2, dim=1)
-            y_hat = torch.round(y - mean) + mean
+            y_hat, mean, scale = self._mean_scale(
+                y, self.h_s(z_hat), lambda v, m: torch.round(v - m) + m, exact=False
+            )
             y_likelihoods = self.gaussian.likelihood(y_hat, mean, scale)
             x_hat = self.g_s(y_hat)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    def _coded(self, y: Tensor, mean: Tensor) -> Tensor:
+        """What the decoder reconstructs of y: its coded symbols plus the mean."""
+        return self.gaussian.symbols(y, mean) + mean
+
+    def _mean_scale(
+        self,
+        y: Tensor,
+        hs: Tensor,
+        rounded: Callable[[Tensor, Tensor], Tensor],
+        exact: bool,
+        tiled: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(ŷ = rounded(y, mean), mean, scale) of y given h_s's output; with the context the
+        anchors' parameters come first and the others' from the anchors' ŷ."""
+        if not self.context:
+            mean, scale = hs.chunk(2, dim=1)
+            return rounded(y, mean), mean, scale
+        anchors = self._anchors(hs)
+        y_anchors = torch.where(anchors, rounded(y, hs.chunk(2, dim=1)[0]), 0.0)
+        params = torch.where(anchors, hs, self._rest_params(hs, y_anchors, exact, tiled))
+        mean, scale = params.chunk(2, dim=1)
+        return rounded(y, mean), mean, scale
+
+    def _rest_params(self, hs: Tensor, y_anchors: Tensor, exact: bool, tiled: bool) -> Tensor:
+        """Mean and scale (2M channels) of the non-anchors: h_s's, corrected from the decoded
+        anchors around them (y_anchors: zero elsewhere)."""
+        ctx_net, ep_net = (self.ctx_exact, self.ep_exact) if exact else (self.ctx, self.ep)
+
+        def correct(both: Tensor) -> Tensor:  # one function of one tensor, for the tiles
+            h, anchors = both[:, : 2 * self.M], both[:, 2 * self.M :]
+            return h + ep_net(torch.cat([h, ctx_net(anchors)], dim=1))
+
+        return self._map(correct, torch.cat([hs, y_anchors], dim=1), 1, tiled)
+
+    @staticmethod
+    def _anchors(latent: Tensor) -> Tensor:
+        """(1, 1, h, w) bool: the checkerboard's first half, i + j even."""
+        h, w = latent.shape[-2:]
+        i = torch.arange(h).view(-1, 1)
+        j = torch.arange(w).view(1, -1)
+        return ((i + j) % 2 == 0).view(1, 1, h, w).to(latent.device)
 
     @property
     def is_updated(self) -> bool:
@@ -156,28 +237,35 @@ class MeanScaleHyperprior(CompressionModel):
     def _tiled(self, pixels: int) -> bool:
         return pixels > self.tile_above
 
-    def _params(self, z_hat: Tensor, tiled: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """z_hat → (mean, scale, table index) of every y element, exactly (float64)."""
+    def _map(self, net: Callable[[Tensor], Tensor], x: Tensor, factor: int, tiled: bool) -> Tensor:
+        """An exact net (upsampling by `factor`) over x, in tiles when the image is large."""
         if tiled:
-            out = tiling.synthesis(self.h_s_exact, z_hat, 4, self.tile // 4, self.halo)
-        else:
-            out = self.h_s_exact(z_hat)
-        mean, scale = out.chunk(2, dim=1)
-        return mean, scale, self.gaussian.indices(scale)
+            return tiling.synthesis(net, x, factor, self.tile // 4, self.halo)
+        return net(x)
+
+    def _parts(self, latent: Tensor) -> list[Tensor]:
+        """(M, h, w) masks of the y elements in coding order: all at once, or the anchors
+        and then the rest with the context."""
+        if not self.context:
+            return [torch.ones(self.M, *latent.shape[-2:], dtype=torch.bool)]
+        anchors = self._anchors(latent)[0].expand(self.M, -1, -1)
+        return [anchors, ~anchors]
 
     def compress(self, x: Tensor) -> list[list[bytes]]:
-        """x (B, 3, H, W) → [[one ANS string]] per image: z on top of y, so z decodes first."""
+        """x (B, 3, H, W) → [[one ANS string]] per image: z on top of y (of the anchors on
+        top of the rest), so z decodes first."""
         tiled = self._tiled(x.shape[2] * x.shape[3])
         y = tiling.analysis(self.g_a, x, 4, self.tile, self.halo) if tiled else self.g_a(x)
         z_indices = self.entropy_bottleneck.indices(self.h_a(y))
-        mean, _, indices = self._params(self.entropy_bottleneck.dequantize(z_indices), tiled)
-        symbols = self.gaussian.symbols(y, mean).flatten(1).numpy()
+        hs = self._map(self.h_s_exact, self.entropy_bottleneck.dequantize(z_indices), 4, tiled)
+        _, mean, scale = self._mean_scale(y, hs, self._coded, exact=True, tiled=tiled)
+        symbols = self.gaussian.symbols(y, mean)
+        indices = self.gaussian.indices(scale)
+        coders = [constriction.stream.stack.AnsCoder() for _ in range(len(x))]
+        for part in reversed(self._parts(y)):
+            self.gaussian.encode_batch(coders, symbols[:, part].numpy(), indices[:, part].numpy())
         strings = []
-        for zi, sym, idx in zip(
-            z_indices.numpy(), symbols, indices.flatten(1).numpy(), strict=True
-        ):
-            coder = constriction.stream.stack.AnsCoder()
-            self.gaussian.encode_into(coder, sym, idx)
+        for coder, zi in zip(coders, z_indices.numpy(), strict=True):
             self.entropy_bottleneck.encode_into(coder, zi)
             strings.append([coder_bytes(coder)])
         return strings
@@ -191,12 +279,22 @@ class MeanScaleHyperprior(CompressionModel):
             decoding(lambda c=c: self.entropy_bottleneck.decode_from(c, z_size)) for c in coders
         ]
         z_hat = self.entropy_bottleneck.dequantize(torch.from_numpy(np.stack(z_indices)))
-        mean, _, indices = self._params(z_hat, tiled)
-        symbols = []
-        for coder, idx in zip(coders, indices.flatten(1).numpy(), strict=True):
-            symbols.append(decoding(lambda c=coder, i=idx: self.gaussian.decode_from(c, i)))
+        hs = self._map(self.h_s_exact, z_hat, 4, tiled)
+        symbols = torch.zeros((len(coders), self.M, *hs.shape[-2:]), dtype=torch.int32)
+        parts = self._parts(hs)
+        params = hs  # the anchors' (or all) parameters
+        for k, part in enumerate(parts):
+            if k:  # the rest, given the decoded anchors
+                anchors = self._anchors(hs)
+                y_anchors = torch.where(anchors, symbols + hs.chunk(2, dim=1)[0], 0.0)
+                rest = self._rest_params(hs, y_anchors, exact=True, tiled=tiled)
+                params = torch.where(anchors, hs, rest)
+            indices = self.gaussian.indices(params.chunk(2, dim=1)[1][:, part]).numpy()
+            decoded = decoding(lambda i=indices: self.gaussian.decode_batch(coders, i))
+            symbols[:, part] = torch.from_numpy(decoded)
+        for coder in coders:
             check_empty(coder)
-        y_hat = torch.from_numpy(np.stack(symbols)).view(indices.shape) + mean
+        y_hat = symbols + params.chunk(2, dim=1)[0]
         if tiled:
             return tiling.synthesis(self.g_s_exact, y_hat, 4, self.tile, self.halo)
         return self.g_s_exact(y_hat)

@@ -337,6 +337,9 @@ def _start(
     torch.manual_seed(config.seed)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = build_model(config.model, **config.model_args)
+    if config.init_from and not resume:
+        fresh = runs.init_from(model, Path(config.init_from))
+        log.info("started from %s; new: %s", config.init_from, ", ".join(fresh) or "nothing")
     check_model(model, config.model, sample)
     objective = objective_for(model, config.model, config.lmbda, config.preset)
     model = model.to(device, memory_format=memory_format)
