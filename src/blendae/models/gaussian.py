@@ -11,6 +11,7 @@ everywhere.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +30,7 @@ TAIL_SIGMAS = 6.5  # each table spans ±⌈6.5σ⌉ symbols; outside lies < 1e-1
 # and then its bits below the top one (uniform). Latents are capped at ±2^16.
 ESCAPE_BITS = 17  # bit lengths 0..16
 LATENT_LIMIT = 2**16
+SIGN_CHUNK = PRECISION  # raw sign bits per coder symbol: one Uniform(2**24) value at most
 
 
 def scale_table() -> Tensor:
@@ -49,7 +51,7 @@ class GaussianConditional(nn.Module):
         self.register_buffer("thresholds", torch.sqrt(table[1:] * table[:-1]))
         self.register_buffer("_pmf", torch.zeros(NUM_SCALES, 0, dtype=torch.int32))
         self.register_buffer("_radius", torch.zeros(NUM_SCALES, dtype=torch.int32))
-        self._coder_models: list[Any] | None = None
+        self._coder_models: dict[bool, list[Any]] | None = None
 
     def likelihood(self, y_hat: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
         """P(y_hat ± ½) per element, with σ bounded below by the table's smallest entry."""
@@ -96,20 +98,31 @@ class GaussianConditional(nn.Module):
         self._coder_models = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _models(self) -> list[Any]:
+    def _models(self, folded: bool = False) -> list[Any]:
+        """One coder model per table entry: of v (symbols 0..2r), or folded, of |v| (0..r,
+        |v| > 0 taking the mass of v and −v), for values whose signs are coded apart."""
         if not self.is_updated:
             raise RuntimeError("the Gaussian conditional has no tables: run update() first")
         if self._coder_models is None:
             pmf = self._pmf.cpu().numpy().astype(np.int64)
-            # Weights pmf - 1 make constriction's quantization reproduce the integers
-            # exactly (see EntropyBottleneck.coder_probabilities).
-            self._coder_models = [
-                constriction.stream.model.Categorical(
-                    (row[: 2 * r + 1] - 1).astype(np.float32), perfect=False
-                )
-                for row, r in zip(pmf, self._radius.tolist(), strict=True)
+            rows = [row[: 2 * r + 1] for row, r in zip(pmf, self._radius.tolist(), strict=True)]
+            halves = [
+                np.concatenate([[row[r]], row[r + 1 :] + row[r - 1 :: -1]])
+                for row, r in zip(rows, self._radius.tolist(), strict=True)
             ]
-        return self._coder_models
+            # Weights pmf - 1 make constriction's quantization reproduce the integers
+            # exactly (see EntropyBottleneck.coder_probabilities); a folded row still sums
+            # to 2**PRECISION with every entry >= 1.
+            self._coder_models = {
+                key: [
+                    constriction.stream.model.Categorical(
+                        (row - 1).astype(np.float32), perfect=False
+                    )
+                    for row in table
+                ]
+                for key, table in ((False, rows), (True, halves))
+            }
+        return self._coder_models[folded]
 
     # ---- coding -------------------------------------------------------------------------
     def indices(self, scale: Tensor) -> Tensor:
@@ -148,18 +161,24 @@ class GaussianConditional(nn.Module):
         counts = np.bincount((indices + rows).ravel(), minlength=len(indices) * NUM_SCALES)
         return order, radius, counts.reshape(-1, NUM_SCALES)
 
-    def encode_batch(self, coders: list[Any], symbols: np.ndarray, indices: np.ndarray) -> None:
+    def encode_batch(
+        self, coders: list[Any], symbols: np.ndarray, indices: np.ndarray, folded: bool = False
+    ) -> None:
         """Push the values of (B, K) `symbols` with table entries `indices`, row b onto
-        coders[b].
+        coders[b]; `folded`: their magnitudes only (push the signs first, `encode_signs`).
 
         The decoder pops a row's table symbols group by table entry, smallest entry first,
         each group in position order; then one escape for every symbol at an edge of its
         table, in that same order."""
-        models = self._models()
+        models = self._models(folded)
         order, radius, counts = self._sorted(indices)
         values = np.take_along_axis(symbols.astype(np.int32, copy=False), order, axis=1)
-        coded = np.clip(values, -radius, radius)
-        coded += radius
+        if folded:
+            values = np.abs(values)
+            coded = np.minimum(values, radius)
+        else:
+            coded = np.clip(values, -radius, radius)
+            coded += radius
         at_edge = np.abs(values) >= radius
         for coder, row, value, r, edge, n_row in zip(
             coders, coded, values, radius, at_edge, counts, strict=True
@@ -172,15 +191,18 @@ class GaussianConditional(nn.Module):
                 coder.encode_reverse(row[start:stop], models[k])
                 stop = start
 
-    def decode_batch(self, coders: list[Any], indices: np.ndarray) -> np.ndarray:
-        """Pop the values of (B, K) table entries `indices`, row b off coders[b]: int32."""
-        models = self._models()
+    def decode_batch(
+        self, coders: list[Any], indices: np.ndarray, folded: bool = False
+    ) -> np.ndarray:
+        """Pop the values of (B, K) table entries `indices`, row b off coders[b]: int32
+        (`folded`: their magnitudes; `decode_signs` then pops the signs)."""
+        models = self._models(folded)
         order, radius, counts = self._sorted(indices)
         values = np.empty(indices.shape, dtype=np.int32)
         for b, (coder, n_row) in enumerate(zip(coders, counts, strict=True)):
             used = np.flatnonzero(n_row).tolist()
             row = np.concatenate([coder.decode(models[k], int(n_row[k])) for k in used] or [[]])
-            value = row - radius[b]
+            value = row if folded else row - radius[b]
             edge = np.abs(value) == radius[b]
             if edge.any():
                 value[edge] += np.sign(value[edge]) * _decode_escapes(coder, int(edge.sum()))
@@ -188,6 +210,43 @@ class GaussianConditional(nn.Module):
         out = np.empty(indices.shape, dtype=np.int32)
         np.put_along_axis(out, order, values, axis=1)
         return out
+
+    @staticmethod
+    def encode_signs(coders: list[Any], symbols: np.ndarray) -> None:
+        """Push the signs of the non-zero values of (B, K) `symbols` (position order) as raw
+        bits, before anything else of the stream: in 24-bit chunks, a whole one first. The
+        ANS coder's first value costs 24 bits whatever it carries (its state starts empty),
+        so 24 raw bits there cost nothing extra; any other first symbol wasted ~22 bits."""
+        for coder, row in zip(coders, symbols, strict=True):
+            negative = (row[row != 0] < 0).astype(np.int64)
+            for start, stop in reversed(_sign_chunks(len(negative))):
+                chunk = negative[start:stop]
+                value = int((chunk << np.arange(len(chunk))).sum())
+                model = constriction.stream.model.Uniform(1 << len(chunk))
+                coder.encode_reverse(np.array([value], dtype=np.int32), model)
+
+    @staticmethod
+    def decode_signs(coders: list[Any], magnitudes: np.ndarray) -> np.ndarray:
+        """Pop the signs `encode_signs` pushed and apply them to (B, K) `magnitudes`."""
+        out = magnitudes.copy()
+        for coder, row in zip(coders, out, strict=True):
+            nonzero = np.flatnonzero(row)
+            bits = []
+            for start, stop in _sign_chunks(len(nonzero)):
+                model = constriction.stream.model.Uniform(1 << (stop - start))
+                value = int(coder.decode(model, 1)[0])
+                bits.append((value >> np.arange(stop - start)) & 1)
+            if bits:
+                row[nonzero] *= 1 - 2 * np.concatenate(bits).astype(row.dtype)
+        return out
+
+
+def _sign_chunks(count: int) -> list[tuple[int, int]]:
+    """(start, stop) of the sign chunks in decoding order: a short one first, if any, then
+    whole 24-bit ones, so that the chunk pushed first (decoded last) is whole."""
+    first = count % SIGN_CHUNK or min(count, SIGN_CHUNK)
+    bounds = [0, *range(first, count + 1, SIGN_CHUNK)] if count else [0]
+    return list(itertools.pairwise(bounds))
 
 
 def _escape_model() -> Any:

@@ -251,6 +251,11 @@ class MeanScaleHyperprior(CompressionModel):
         anchors = self._anchors(latent)[0].expand(self.M, -1, -1)
         return [anchors, ~anchors]
 
+    def _signs_apart(self, k: int, parts: int) -> bool:
+        """Whether part k's signs are coded apart, as raw bits at the bottom of the stream:
+        the last part's, for the models with the context (0.4's); 0.3's code none apart."""
+        return bool(self.context) and k == parts - 1
+
     def compress(self, x: Tensor) -> list[list[bytes]]:
         """x (B, 3, H, W) → [[one ANS string]] per image: z on top of y (of the anchors on
         top of the rest), so z decodes first."""
@@ -262,8 +267,13 @@ class MeanScaleHyperprior(CompressionModel):
         symbols = self.gaussian.symbols(y, mean)
         indices = self.gaussian.indices(scale)
         coders = [constriction.stream.stack.AnsCoder() for _ in range(len(x))]
-        for part in reversed(self._parts(y)):
-            self.gaussian.encode_batch(coders, symbols[:, part].numpy(), indices[:, part].numpy())
+        parts = self._parts(y)
+        for k in reversed(range(len(parts))):
+            sym, idx = symbols[:, parts[k]].numpy(), indices[:, parts[k]].numpy()
+            apart = self._signs_apart(k, len(parts))
+            if apart:  # first onto the empty coders (see `GaussianConditional.encode_signs`)
+                self.gaussian.encode_signs(coders, sym)
+            self.gaussian.encode_batch(coders, sym, idx, folded=apart)
         strings = []
         for coder, zi in zip(coders, z_indices.numpy(), strict=True):
             self.entropy_bottleneck.encode_into(coder, zi)
@@ -290,7 +300,10 @@ class MeanScaleHyperprior(CompressionModel):
                 rest = self._rest_params(hs, y_anchors, exact=True, tiled=tiled)
                 params = torch.where(anchors, hs, rest)
             indices = self.gaussian.indices(params.chunk(2, dim=1)[1][:, part]).numpy()
-            decoded = decoding(lambda i=indices: self.gaussian.decode_batch(coders, i))
+            apart = self._signs_apart(k, len(parts))
+            decoded = decoding(lambda i=indices, a=apart: self.gaussian.decode_batch(coders, i, a))
+            if apart:
+                decoded = decoding(lambda d=decoded: self.gaussian.decode_signs(coders, d))
             symbols[:, part] = torch.from_numpy(decoded)
         for coder in coders:
             check_empty(coder)
