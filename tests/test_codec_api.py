@@ -158,18 +158,34 @@ def test_a_codec_trained_in_the_seed_space_codes_in_its_space(tmp_path: Path) ->
 BASELINE = Path(__file__).parents[1] / "benchmarks" / "baseline"
 
 
-def test_files_written_by_blendae_0_3_decode_to_the_same_pixels() -> None:
-    """Files made by 0.3's q3 (kept in benchmarks/baseline/hyperprior-0.3) decode to the
-    pixels 0.3 decoded them to (their digests, recorded by 0.3), bit for bit."""
+@pytest.mark.parametrize("release", ["hyperprior-0.3", "checkerboard-0.4"])
+def test_files_written_by_earlier_releases_decode_to_the_same_pixels(release: str) -> None:
+    """Files made by an earlier release's q3 (its zoo kept in benchmarks/baseline/RELEASE)
+    decode to the pixels that release decoded them to (their digests, recorded by it), bit
+    for bit."""
     import hashlib
 
     data = Path(__file__).parent / "data"
-    expected = json.loads((data / "hyperprior-0.3.json").read_text())
-    model = str(BASELINE / "hyperprior-0.3" / "q3.json")
+    expected = json.loads((data / f"{release}.json").read_text())
+    model = str(BASELINE / release / "q3.json")
     for name, want in expected.items():
         decoded = api.decompress((data / name).read_bytes(), model)
         assert list(decoded.shape) == want["shape"]
         assert hashlib.sha256(decoded.tobytes()).hexdigest() == want["sha256"]
+        # Without --model, the error names the model the file needs and where it is kept.
+        with pytest.raises(BlendaeError, match=f"--model benchmarks/baseline/{release}/q3.json"):
+            api.decompress((data / name).read_bytes())
+
+
+def test_the_record_of_earlier_models_lists_every_kept_one_and_no_shipped_one() -> None:
+    """zoo/earlier.json (id → release, name, path) matches benchmarks/baseline exactly."""
+    earlier = json.loads((loader.zoo_folder() / "earlier.json").read_text())
+    kept = {}
+    for meta_path in sorted(BASELINE.glob("*/q*.json")):
+        meta = json.loads(meta_path.read_text())
+        kept[meta["id"]] = f"benchmarks/baseline/{meta_path.parent.name}/{meta_path.name}"
+    assert {ident: e["path"] for ident, e in earlier.items()} == kept
+    assert not set(earlier) & {meta["id"] for meta in zoo_entries().values()}
 
 
 def test_a_model_stored_like_the_zoo_codes_from_its_json(tmp_path: Path) -> None:

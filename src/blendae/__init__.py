@@ -3,4 +3,4 @@
 from blendae.errors import BlendaeError
 
 __all__ = ["BlendaeError", "__version__"]
-__version__ = "0.4.0"
+__version__ = "0.5.0"

@@ -122,8 +122,17 @@ def codec_for(ident: bytes, model: str | None) -> Codec:
     for name, meta in zoo_entries().items():
         if meta["id"] == ident.hex():
             return load_codec(name)
+    earlier = json.loads((zoo_folder() / "earlier.json").read_text(encoding="utf-8"))
+    hint = "pass the run folder of the model that made it with --model"
+    if ident.hex() in earlier:  # a model an earlier release shipped
+        known = earlier[ident.hex()]
+        hint = (
+            f"it is blendae {known['release']}'s {known['model']}, kept in the source "
+            f"repository: pass --model {known['path']} (or decode it with blendae "
+            f"{known['release']})"
+        )
     raise BlendaeError(
         f"the file was made by codec model {ident.hex()}, which is "
         + (f"not {model!r} (id {load_codec(model).model_id.hex()}) nor " if model else "not ")
-        + "a shipped model; pass the run folder of the model that made it with --model"
+        + f"a shipped model; {hint}"
     )

@@ -11,7 +11,6 @@ everywhere.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -199,9 +198,10 @@ class GaussianConditional(nn.Module):
         models = self._models(folded)
         order, radius, counts = self._sorted(indices)
         values = np.empty(indices.shape, dtype=np.int32)
-        for b, (coder, n_row) in enumerate(zip(coders, counts, strict=True)):
-            used = np.flatnonzero(n_row).tolist()
-            row = np.concatenate([coder.decode(models[k], int(n_row[k])) for k in used] or [[]])
+        for b, (coder, n_row) in enumerate(zip(coders, counts.tolist(), strict=True)):
+            row = np.concatenate(
+                [coder.decode(models[k], n) for k, n in enumerate(n_row) if n] or [[]]
+            )
             value = row if folded else row - radius[b]
             edge = np.abs(value) == radius[b]
             if edge.any():
@@ -219,11 +219,13 @@ class GaussianConditional(nn.Module):
         so 24 raw bits there cost nothing extra; any other first symbol wasted ~22 bits."""
         for coder, row in zip(coders, symbols, strict=True):
             negative = (row[row != 0] < 0).astype(np.int64)
-            for start, stop in reversed(_sign_chunks(len(negative))):
-                chunk = negative[start:stop]
-                value = int((chunk << np.arange(len(chunk))).sum())
-                model = constriction.stream.model.Uniform(1 << len(chunk))
-                coder.encode_reverse(np.array([value], dtype=np.int32), model)
+            if not len(negative):
+                continue
+            first, starts, offsets = _sign_chunks(len(negative))
+            values = np.add.reduceat(negative << offsets, starts)  # one int per chunk
+            # Pushed in reverse, so that the first chunk (the short one) pops first.
+            coder.encode_reverse(values[1:].astype(np.int32), _UNIFORM[SIGN_CHUNK])
+            coder.encode_reverse(values[:1].astype(np.int32), _UNIFORM[first])
 
     @staticmethod
     def decode_signs(coders: list[Any], magnitudes: np.ndarray) -> np.ndarray:
@@ -231,22 +233,29 @@ class GaussianConditional(nn.Module):
         out = magnitudes.copy()
         for coder, row in zip(coders, out, strict=True):
             nonzero = np.flatnonzero(row)
-            bits = []
-            for start, stop in _sign_chunks(len(nonzero)):
-                model = constriction.stream.model.Uniform(1 << (stop - start))
-                value = int(coder.decode(model, 1)[0])
-                bits.append((value >> np.arange(stop - start)) & 1)
-            if bits:
-                row[nonzero] *= 1 - 2 * np.concatenate(bits).astype(row.dtype)
+            if not len(nonzero):
+                continue
+            first, starts, offsets = _sign_chunks(len(nonzero))
+            values = np.empty(len(starts), dtype=np.int64)
+            values[0] = coder.decode(_UNIFORM[first])
+            values[1:] = coder.decode(_UNIFORM[SIGN_CHUNK], len(starts) - 1)
+            bits = (np.repeat(values, np.diff(starts, append=len(nonzero))) >> offsets) & 1
+            row[nonzero] *= 1 - 2 * bits.astype(row.dtype)
         return out
 
 
-def _sign_chunks(count: int) -> list[tuple[int, int]]:
-    """(start, stop) of the sign chunks in decoding order: a short one first, if any, then
-    whole 24-bit ones, so that the chunk pushed first (decoded last) is whole."""
-    first = count % SIGN_CHUNK or min(count, SIGN_CHUNK)
-    bounds = [0, *range(first, count + 1, SIGN_CHUNK)] if count else [0]
-    return list(itertools.pairwise(bounds))
+def _sign_chunks(count: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """How `count` (≥ 1) signs are chunked, in decoding order: a short chunk first, if any,
+    then whole 24-bit ones, so that the chunk pushed first (decoded last) is whole. Returns
+    the first chunk's length, each chunk's start, and each sign's bit within its chunk."""
+    first = (count % SIGN_CHUNK or SIGN_CHUNK) if count >= SIGN_CHUNK else count
+    starts = np.array([0, *range(first, count, SIGN_CHUNK)], dtype=np.int64)
+    offsets = np.arange(count) - np.repeat(starts, np.diff(starts, append=count))
+    return first, starts, offsets
+
+
+# Raw-bit models, one per chunk length (a sign chunk holds 1 to 24 bits)
+_UNIFORM = {n: constriction.stream.model.Uniform(1 << n) for n in range(1, SIGN_CHUNK + 1)}
 
 
 def _escape_model() -> Any:
