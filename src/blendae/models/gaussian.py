@@ -223,7 +223,8 @@ class GaussianConditional(nn.Module):
                 continue
             first, starts, offsets = _sign_chunks(len(negative))
             values = np.add.reduceat(negative << offsets, starts)  # one int per chunk
-            # Pushed in reverse, so that the first chunk (the short one) pops first.
+            # The whole chunks go on first, so that the first chunk (the short one, if any)
+            # pops first.
             coder.encode_reverse(values[1:].astype(np.int32), _UNIFORM[SIGN_CHUNK])
             coder.encode_reverse(values[:1].astype(np.int32), _UNIFORM[first])
 
