@@ -255,7 +255,7 @@ def _sign_chunks(count: int) -> tuple[int, np.ndarray, np.ndarray]:
     return first, starts, offsets
 
 
-# Raw-bit models, one per chunk length (a sign chunk holds 1 to 24 bits)
+# Raw-bit models Uniform(2^n), n = 1..24: sign chunks and the low bits of escapes
 _UNIFORM = {n: constriction.stream.model.Uniform(1 << n) for n in range(1, SIGN_CHUNK + 1)}
 
 
@@ -278,7 +278,7 @@ def _encode_escapes(coder: Any, overflow: np.ndarray) -> None:
     for e, n in zip(overflow[::-1].tolist(), lengths[::-1].tolist(), strict=True):
         if n >= 2:  # the bits below the top one
             low = np.array([e - (1 << (n - 1))], dtype=np.int32)
-            coder.encode_reverse(low, constriction.stream.model.Uniform(1 << (n - 1)))
+            coder.encode_reverse(low, _UNIFORM[n - 1])
     coder.encode_reverse(lengths, ESCAPE_MODEL)
 
 
@@ -289,7 +289,7 @@ def _decode_escapes(coder: Any, count: int) -> np.ndarray:
     out = np.zeros(count, dtype=np.int64)
     for i, n in enumerate(lengths.tolist()):
         if n >= 2:
-            low = int(coder.decode(constriction.stream.model.Uniform(1 << (n - 1)), 1)[0])
+            low = int(coder.decode(_UNIFORM[n - 1]))
             out[i] = (1 << (n - 1)) + low
         else:
             out[i] = n  # 0 or 1
