@@ -41,7 +41,7 @@ from PIL import Image
 
 from benchmarks.common import header
 from blendae import codec as api
-from blendae.data import load_blended, to_pixels
+from blendae.data import STUDY, load_data, to_pixels
 from blendae.evaluation import plots  # noqa: F401  # selects matplotlib's file-only backend
 from blendae.files import atomic_write
 
@@ -336,6 +336,15 @@ def choose_avif(images: np.ndarray) -> str:
     return best
 
 
+def test_images(spec: str, limit: int, mirror: str | None) -> np.ndarray:
+    """The first `limit` test images of a `--data` spec as uint8 (N, 32, 32, 3): pixels of
+    the unit preset (a blend is the pixel mean image), gray copied to RGB for every codec."""
+    data = load_data(spec, preset="unit", channels=3, mirror=mirror, progress=False)
+    x = data.tensors("test", limit, torch.device("cpu"))["x"]
+    pixels = to_pixels(x, data.space).round().clamp(0, 255).to(torch.uint8)
+    return np.ascontiguousarray(pixels.permute(0, 2, 3, 1).numpy())
+
+
 def families() -> dict[str, str]:
     """Shipped model name -> label of its family ("blendae", or "blendae-<model>" when the
     zoo ships several model kinds)."""
@@ -355,6 +364,9 @@ def main() -> None:
     )
     parser.add_argument("--plot", type=Path, default=Path("docs/rd.png"))
     parser.add_argument("--mirror", default=None, help="dataset mirror (default $BLENDAE_MIRROR)")
+    parser.add_argument(
+        "--data", default=STUDY, help=f"whose test split to code (default {STUDY}; any --data SPEC)"
+    )
     # 1 thread: on this shared 2-core machine two threads ran the codec ~2-3x slower.
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
@@ -362,10 +374,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     limit = min(args.limit, QUICK_IMAGES) if args.quick else args.limit
 
-    splits = load_blended("unit", mirror=args.mirror, progress=False)
-    pixels = to_pixels(splits.test[:limit], "unit").round().clamp(0, 255).to(torch.uint8)
-    images = np.ascontiguousarray(pixels.permute(0, 2, 3, 1).numpy())  # (N, 32, 32, 3)
-    print(header(f"rate-distortion on {len(images)} blended test images 32x32"), file=sys.stderr)
+    images = test_images(args.data, limit, args.mirror)
+    print(
+        header(f"rate-distortion on {len(images)} {args.data} test images 32x32"), file=sys.stderr
+    )
     print(f"Pillow {Image.__version__}", file=sys.stderr)
 
     avif_name = next(iter(AVIF_SWEEP))

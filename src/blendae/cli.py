@@ -22,6 +22,7 @@ from blendae import __version__
 from blendae.config import DEVICES, LR_SCHEDULES, PROTOCOLS, RunConfig
 from blendae.data import PRESETS
 from blendae.data.formats import CIFAR_VARIANTS
+from blendae.data.spec import AUGMENTS, EXAMPLES, PAIRINGS, PRESET_NAMES, parse_spec
 from blendae.errors import BlendaeError
 from blendae.models import MODELS
 
@@ -29,7 +30,10 @@ TRAIN_EXAMPLES = """examples:
   blendae run                                   the default model, 50 epochs (~36 min, 2 cores)
   blendae run --model seed --protocol seed-fullbatch   replay the study exactly
   blendae train --model factorized --lambda 0.05 --preset unit --out runs/codec
-  blendae train --resume runs/codec --epochs 10        continue (or extend) a run"""
+  blendae train --resume runs/codec --epochs 10        continue (or extend) a run
+  blendae run --data cifar10 --out runs/cifar          plain CIFAR-10 (its own statistics)
+  blendae run --data folder:~/photos --size 64         your images: random 64×64 crops
+  blendae run --data blend:cifar10+fashion-mnist --augment hflip,rot90,invert --pairing random"""
 
 COMPRESS_EXAMPLES = """  blendae compress tiny.png -o tiny.bae
   blendae compress photos/ -o compressed/ --recursive
@@ -86,6 +90,62 @@ def _seed(text: str) -> int:
     return value
 
 
+def _augments(text: str) -> list[str]:
+    return [op.strip() for op in text.split(",") if op.strip()]
+
+
+def _split(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split("/")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected train/val/test percentages like 90/5/5, got {text!r}"
+        ) from exc
+
+
+def _add_spec_options(p: argparse.ArgumentParser) -> None:
+    """What the images are: --data and the options that shape them."""
+    d = RunConfig()
+    p.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        help="normalization: seed (the study's, its data only), unit ([0, 1]) or data (each "
+        "source's training statistics); default: seed for the study's data, else data",
+    )
+    p.add_argument(
+        "--data", metavar="SPEC", help=f"images to train on: {EXAMPLES} (default: {d.data})"
+    )
+    p.add_argument(
+        "--size",
+        type=_positive_int,
+        help=f"training images are N×N, a multiple of 16 (default: {d.size}); larger "
+        "folder images are cropped",
+    )
+    p.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        help="1 (gray) or 3 (RGB); default: 1 for a gray source alone, else 3",
+    )
+    p.add_argument(
+        "--augment",
+        type=_augments,
+        metavar="OPS",
+        help=f"comma-separated, applied per source before blending: {','.join(AUGMENTS)}",
+    )
+    p.add_argument(
+        "--pairing",
+        choices=PAIRINGS,
+        help="blends: image i with image i (fixed, the default) or partners re-drawn every epoch",
+    )
+    p.add_argument(
+        "--split",
+        type=_split,
+        metavar="TRAIN/VAL/TEST",
+        help="folders: percentages of the deterministic split by path hash (default: 90/5/5)",
+    )
+
+
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mirror",
@@ -106,7 +166,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         type=_json_object,
         help="constructor arguments as JSON, e.g. '{\"latent_channels\": 32}'",
     )
-    p.add_argument("--preset", choices=tuple(PRESETS), help=f"normalization (default: {d.preset})")
+    _add_spec_options(p)
     p.add_argument("--protocol", choices=PROTOCOLS, help=f"(default: {d.protocol})")
     p.add_argument("--epochs", type=_positive_int, help=f"(default: {d.epochs})")
     p.add_argument("--batch-size", type=_positive_int, help=f"(default: {d.batch_size})")
@@ -246,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", type=Path, help="the run folder (holds config.json)")
     p.add_argument("--json", action="store_true", help="print the final numbers as JSON")
+    p.add_argument(
+        "--data",
+        metavar="SPEC",
+        help="measure on another spec's test split, in the run's input space (prints only; "
+        "the report stays the run's own)",
+    )
 
     p = _sub(sub, "compress", "images (files or folders) → .bae files", COMPRESS_EXAMPLES)
     p.epilog = f"{_shipped_models()}\n\n{p.epilog}"
@@ -308,11 +374,17 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
 
 
 def _load_data(config: RunConfig) -> Any:
-    from blendae.data import load_blended
+    from blendae.data import load_data
     from blendae.models import is_separator
 
-    return load_blended(
-        config.preset,
+    return load_data(
+        config.data,
+        preset=config.preset,
+        size=config.size,
+        channels=config.channels,
+        augment_ops=config.augment,
+        pairing=config.pairing,
+        split=config.split,
         mirror=config.mirror,
         cache=config.cache,
         sources=is_separator(config.model),  # separation trains on each blend's two images
@@ -339,10 +411,11 @@ def _train(args: argparse.Namespace, command_line: str) -> None:
     print(_final_line(run_dir, final))
 
 
-def _final_line(run_dir: Path, final: dict[str, float]) -> str:
+def _final_line(run_dir: Path, final: dict[str, float], data: str | None = None) -> str:
     rate = f", {final['test_bpp']:.3f} bpp" if "test_bpp" in final else ""
+    on = f" on {data}" if data else ""
     return (
-        f"{run_dir}: test loss {final['test_loss']:.4f}, PSNR {final['test_psnr']:.2f} dB, "
+        f"{run_dir}{on}: test loss {final['test_loss']:.4f}, PSNR {final['test_psnr']:.2f} dB, "
         f"SSIM {final['test_ssim']:.4f}{rate}; see {run_dir}/summary.md"
     )
 
@@ -365,7 +438,15 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> None:
         from blendae import runs
         from blendae.evaluation.report import evaluate_run
 
-        final = evaluate_run(args.run_dir, _load_data(runs.load_config(args.run_dir)))
+        config = runs.load_config(args.run_dir)
+        if args.data is not None and parse_spec(args.data) != parse_spec(config.data):
+            from blendae.evaluation.report import evaluate_on
+
+            other = dataclasses.replace(config, data=args.data, preset="unit", augment=[])
+            final = evaluate_on(args.run_dir, _load_data(other))
+            print(json.dumps(final) if args.json else _final_line(args.run_dir, final, args.data))
+            return
+        final = evaluate_run(args.run_dir, _load_data(config))
         if args.json:
             print(json.dumps(final))
         else:

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from blendae.data import PRESETS
+from blendae.data.spec import PAIRINGS, PRESET_NAMES, STUDY, check_augments, parse_spec
 from blendae.errors import BlendaeError
 from blendae.models import DEFAULT_MODEL, MODELS
 
@@ -28,7 +28,15 @@ class RunConfig:
     """
 
     # data
-    preset: str = "seed"  # normalization: "seed" (the study's) or "unit" ([0, 1])
+    data: str = STUDY  # --data SPEC: a source or a blend of two (blendae.data.spec)
+    # normalization: "seed" (the study's, its data only), "unit" ([0, 1]) or "data" (each
+    # source's training-split mean/std); None: "seed" for the study's data, else "data"
+    preset: str | None = None
+    size: int = 32  # training images are size × size (a multiple of 16)
+    channels: int | None = None  # None: 1 for a gray source alone, else 3 (RGB)
+    augment: list[str] = field(default_factory=list)  # per source, before blending
+    pairing: str = "fixed"  # blends: image i with image i, or partners re-drawn every epoch
+    split: list[int] = field(default_factory=lambda: [90, 5, 5])  # folders: train/val/test %
     mirror: str | None = None  # folder or URL serving the official files + SHA256SUMS
     cache: str | None = None  # None: BLENDAE_CACHE, else the platform cache folder
     limit_train: int | None = None  # use the first N training images (quick runs, tests)
@@ -66,10 +74,22 @@ class RunConfig:
     data_source: dict[str, str | None] = field(default_factory=dict)
     fullbatch_chunk: int = 2500  # images per forward/backward in seed-fullbatch: memory only
 
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str) and self.data:
+            self.data = str(parse_spec(self.data))  # canonical: folders as absolute paths
+        if self.preset is None:
+            self.preset = "seed" if self.data == STUDY else "data"
+        self.augment = (
+            list(self.augment) if isinstance(self.augment, list | tuple) else self.augment
+        )
+        self.split = list(self.split) if isinstance(self.split, list | tuple) else self.split
+
     def validate(self) -> None:
         """Raise `BlendaeError` naming the first bad value."""
+        parse_spec(self.data)
         choices = {
-            "preset": tuple(PRESETS),
+            "preset": PRESET_NAMES,
+            "pairing": PAIRINGS,
             "model": tuple(MODELS),
             "protocol": PROTOCOLS,
             "lr_schedule": LR_SCHEDULES,
@@ -92,6 +112,7 @@ class RunConfig:
             )
         for name in ("epochs", "batch_size", "eval_batch_size", "fullbatch_chunk"):
             _check_int(name, getattr(self, name), minimum=1)
+        _check_data(self)
         for name in ("limit_train", "limit_test", "val"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
@@ -120,6 +141,35 @@ class RunConfig:
         config = cls(**values)
         config.validate()
         return config
+
+
+def _check_data(config: RunConfig) -> None:
+    """The data options: size, channels, augmentations and split."""
+    _check_int("size", config.size, minimum=16, maximum=4096)
+    if config.size % 16:
+        raise BlendaeError(f"--size must be a multiple of 16, got {config.size}")
+    if config.channels not in (None, 1, 3):
+        raise BlendaeError(f"--channels must be 1 or 3, got {config.channels!r}")
+    if not isinstance(config.augment, list) or not all(isinstance(a, str) for a in config.augment):
+        raise BlendaeError(f"--augment must be a list of names, got {config.augment!r}")
+    check_augments(config.augment)
+    split = config.split
+    if (
+        not isinstance(split, list)
+        or len(split) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in split)
+        or sum(split) != 100
+        or split[0] < 1
+    ):
+        raise BlendaeError(
+            f"--split must be three whole percentages train/val/test summing to 100 with "
+            f"train > 0, e.g. 90/5/5; got {split!r}"
+        )
+    if config.preset == "seed" and config.data != STUDY:
+        raise BlendaeError(
+            f"preset 'seed' is the study's normalization of {STUDY}; for --data "
+            f"{config.data} use --preset data or unit"
+        )
 
 
 def _flag(name: str) -> str:

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from blendae.config import RESUMABLE, RunConfig
+from blendae.data.normalize import Space, as_space
 from blendae.errors import BlendaeError
 from blendae.files import atomic_write, atomic_write_text, ensure_dir
 from blendae.models import build_model
@@ -204,10 +205,24 @@ def write_metrics(run_dir: Path, metrics: list[dict[str, Any]]) -> None:
 
 
 # ---- the trained model ------------------------------------------------------------------
+def model_args(config: RunConfig, channels: int) -> dict[str, Any]:
+    """The model's constructor arguments: `--model-args`, and 1 input channel for gray data
+    (`channels`: the run's data, as recorded in its checkpoint)."""
+    if channels == 1:
+        return {"in_channels": 1, **config.model_args}
+    return dict(config.model_args)
+
+
+def space(run_dir: Path, config: RunConfig) -> Space:
+    """The run's input space: recorded in its checkpoint since 0.6, else its study preset."""
+    recorded = load_state(run_dir).get("space")
+    return Space.from_dict(recorded) if recorded is not None else as_space(config.preset)
+
+
 def load_model(run_dir: Path) -> tuple[RunConfig, nn.Module]:
     """The config and trained model (`model.safetensors`) of a run, in eval mode on the CPU."""
     config = load_config(run_dir)
-    model = build_model(config.model, **config.model_args)
+    model = build_model(config.model, **model_args(config, load_state(run_dir).get("channels", 3)))
     path = run_dir / WEIGHTS
     weights = _read_weights(path)
     try:

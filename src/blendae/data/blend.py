@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from blendae.data.formats import CIFAR_VARIANTS, OFFICIAL_COUNTS, Counts, read_cifar, read_mnist
+from blendae.data.normalize import Preset, get_preset, study_space
 from blendae.data.sources import fetch, resolve_cache, resolve_mirror, verified_sha256
 from blendae.errors import BlendaeError
 from blendae.files import atomic_write, ensure_dir, file_lock, write_json
@@ -33,42 +34,6 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # of the prepared cache file; bump when its content or meaning changes
 RESIZE_METHOD = "torch bilinear, align_corners=False, antialias when shrinking"
 _CHUNK = 5_000  # images blended per step, bounding temporary memory to ~100 MB
-
-RGB = tuple[float, float, float]
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Per-channel normalization of each source before they are averaged."""
-
-    name: str
-    cifar_mean: RGB
-    cifar_std: RGB
-    mnist_mean: RGB
-    mnist_std: RGB
-
-
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in (
-        # The study's: CIFAR to [-1, 1]; MNIST (as RGB) with the ImageNet statistics.
-        Preset(
-            "seed", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-        ),
-        # No normalization: both stay in [0, 1], so the blend is the pixel mean image / 255.
-        Preset("unit", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-    )
-}
-
-
-def get_preset(name: str) -> Preset:
-    """The preset called `name`."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise BlendaeError(
-            f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}"
-        ) from None
 
 
 def _as_preset(preset: Preset | str) -> Preset:
@@ -104,7 +69,7 @@ def mnist_to_rgb32(u8: np.ndarray | Tensor) -> Tensor:
     return x.expand(-1, 3, -1, -1).contiguous()  # resizing then copying == copying then resizing
 
 
-def _channels(values: RGB) -> Tensor:
+def _channels(values: tuple[float, ...]) -> Tensor:
     return torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1)
 
 
@@ -135,56 +100,6 @@ def blend(
         m = (mnist_to_rgb32(mnist[part]) - mm) / ms
         out[part] = (m + c) / 2
     return out
-
-
-# ---------------------------------------------------------------- blend to pixels
-
-
-def _pixel_range(preset: Preset | str) -> tuple[Tensor, Tensor]:
-    """(lo, hi) per channel, float64: the blends of two all-zero and two all-one images."""
-    p = _as_preset(preset)
-    mm, sm, cm, sc = (
-        torch.tensor(v, dtype=torch.float64)
-        for v in (p.mnist_mean, p.mnist_std, p.cifar_mean, p.cifar_std)
-    )
-    lo = (-mm / sm - cm / sc) / 2
-    hi = ((1 - mm) / sm + (1 - cm) / sc) / 2
-    return lo, hi
-
-
-def _per_channel(v: Tensor, like: Tensor) -> Tensor:
-    """(3,) -> broadcastable against `like`'s channel axis (-3), in its dtype and device."""
-    return v.view(3, 1, 1).to(dtype=like.dtype, device=like.device)
-
-
-def to_pixels(x: Tensor, preset: Preset | str) -> Tensor:
-    """Blend-space images (..., 3, H, W) -> pixel scale 0..255, float, NOT clamped.
-
-    With different stds in the two normalizations the blend cannot be inverted into its
-    two sources, so "pixels" is defined as the per-channel affine map that sends the blend
-    of two all-zero images to 0 and the blend of two all-one images to 255:
-        lo_c = (-mnist_mean_c / mnist_std_c - cifar_mean_c / cifar_std_c) / 2
-        hi_c = ((1 - mnist_mean_c) / mnist_std_c + (1 - cifar_mean_c) / cifar_std_c) / 2
-        pixel = (x - lo_c) / (hi_c - lo_c) * 255
-    For "unit" this is exactly (mnist + cifar) / 2 * 255; whenever the two stds are equal
-    it is exactly the pixel mean image. Callers clamp to [0, 255] where they need to.
-    """
-    lo, hi = _pixel_range(preset)
-    return (x - _per_channel(lo, x)) * _per_channel(255 / (hi - lo), x)
-
-
-def from_pixels(p: Tensor, preset: Preset | str) -> Tensor:
-    """Inverse of `to_pixels`: pixel-scale images (..., 3, H, W) -> blend space."""
-    lo, hi = _pixel_range(preset)
-    # Divide by the scale (not multiply by its inverse): for "unit" this is exactly p / 255.
-    return p / _per_channel(255 / (hi - lo), p) + _per_channel(lo, p)
-
-
-def pixel_scale(preset: Preset | str) -> Tensor:
-    """255 / (hi_c - lo_c), shape (3,), float32: pixel units per blend unit, per channel
-    (e.g. to turn a blend-space MSE into a pixel-space one)."""
-    lo, hi = _pixel_range(preset)
-    return (255 / (hi - lo)).float()
 
 
 # ---------------------------------------------------------------- the cached splits
@@ -298,7 +213,7 @@ def _manifest(
     params: dict[str, Any], key: str, shapes: dict[str, tuple[int, ...]], p: Preset
 ) -> dict[str, Any]:
     """What the cache file holds and how it was made, as plain JSON types."""
-    lo, hi = _pixel_range(p)
+    space = study_space(p)
     manifest = {
         **params,
         "key": key,
@@ -306,7 +221,7 @@ def _manifest(
         "CIFAR-10 train (data batches 1-5 in order); test: MNIST test with CIFAR-10 test",
         "shapes": {name: list(shape) for name, shape in shapes.items()},
         "dtype": "float32",
-        "pixels": {"lo": lo.tolist(), "hi": hi.tolist(), "definition": "blendae.data.to_pixels"},
+        "pixels": {**space.to_dict(), "definition": "blendae.data.to_pixels"},
     }
     return json.loads(json.dumps(manifest))  # tuples -> lists, as a warm load returns it
 

@@ -65,6 +65,9 @@ class Dataset:
     name: str
     urls: tuple[str, ...]
     files: tuple[RemoteFile, ...]
+    # a subfolder of the mirror and of the cache, where file names clash with another
+    # dataset's (Fashion-MNIST's are MNIST's)
+    folder: str = ""
 
 
 _KRIZ = ("https://www.cs.toronto.edu/~kriz/",)
@@ -90,6 +93,23 @@ DATASETS: dict[str, Dataset] = {
                 ),
                 RemoteFile(MNIST_FILES["test"][1], "ec29112dd5afa0611ce80d1b7f02629c", _cap(4_542)),
             ),
+        ),
+        Dataset(
+            "fashion-mnist",
+            ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+            (  # official sizes from Zalando's repository; Debian's gzip wrappers differ
+                RemoteFile(
+                    MNIST_FILES["train"][0], "8d4fb7e6c68d591d4c3dfef9ec88bf0d", _cap(26_421_880)
+                ),
+                RemoteFile(
+                    MNIST_FILES["train"][1], "25c81989df183df01b3e8a0aad5dffbe", _cap(29_515)
+                ),
+                RemoteFile(
+                    MNIST_FILES["test"][0], "bef4ecab320f06d8554ea6380940ec79", _cap(4_422_102)
+                ),
+                RemoteFile(MNIST_FILES["test"][1], "bb300cfdad3c16e7a12a480ee83cd310", _cap(5_148)),
+            ),
+            folder="fashion-mnist",
         ),
         Dataset(
             "cifar10-binary",
@@ -439,8 +459,12 @@ def _obtain(dest: Path, urls: list[str], expected: _Expected, progress: bool) ->
 # ---------------------------------------------------------------- mirrors
 
 
+def _is_url(mirror: str) -> bool:
+    return mirror.lower().startswith(_URL_SCHEMES)
+
+
 def _mirror_url(mirror: str, name: str) -> str:
-    if mirror.lower().startswith(_URL_SCHEMES):
+    if _is_url(mirror):
         return f"{mirror.rstrip('/')}/{name}"
     return Path(mirror, name).absolute().as_uri()
 
@@ -549,7 +573,11 @@ def fetch(
     (verified against the pinned official checksums).
     """
     spec = _dataset(dataset)
-    raw = ensure_dir(cache / "raw")
+    raw = ensure_dir(cache / "raw" / spec.folder)
+    if mirror and spec.folder:
+        mirror = (
+            _mirror_url(mirror, spec.folder) if _is_url(mirror) else str(Path(mirror, spec.folder))
+        )
     paths = {f.name: raw / f.name for f in spec.files}
     if all(_verified_record(p) for p in paths.values()):
         return paths  # the common case: a few stat calls, no lock, no hashing

@@ -11,7 +11,7 @@ from pytorch_msssim import ssim as _ssim
 from torch import Tensor, nn
 
 from blendae.config import RunConfig
-from blendae.data import to_pixels
+from blendae.data import Space, to_pixels
 from blendae.models import SeparationModel, bits_per_pixel
 
 
@@ -103,6 +103,7 @@ def measure(
     model: nn.Module,
     test: dict[str, Tensor],
     config: RunConfig,
+    space: Space | str,
     memory_format: torch.memory_format,
     device: torch.device,
 ) -> dict[str, float]:
@@ -110,7 +111,7 @@ def measure(
     run = lambda x: model(x.contiguous(memory_format=memory_format))  # noqa: E731
     if isinstance(model, SeparationModel):
         return evaluate_separation(run, test, config.eval_batch_size, device)
-    pixels = lambda x: to_pixels(x, config.preset)  # noqa: E731
+    pixels = lambda x: to_pixels(x, space)  # noqa: E731
     return evaluate(run, test["x"], pixels, config.eval_batch_size, device)
 
 

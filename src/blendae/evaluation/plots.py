@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor, nn
 
-from blendae.data import to_pixels
+from blendae.data import Space, to_pixels
 from blendae.files import atomic_write
 from blendae.models import SeparationModel
 
@@ -47,24 +47,24 @@ def plot_losses(metrics: list[dict[str, Any]], path: Path, title: str) -> None:
 def comparison_rows(
     model: nn.Module,
     batch: dict[str, Tensor],
-    preset: str,
+    space: Space | str,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> dict[str, Tensor]:
     """Rows of uint8 (N, 3, H, W) images to show a model's work on a few test images:
     originals and reconstructions, or, for a separation model, the mixture and each
-    source's truth and estimate (gray digits as RGB)."""
+    source's truth and estimate (gray images as RGB)."""
     out = model(batch["x"].contiguous(memory_format=memory_format))
 
-    def pixels(x: Tensor, space: str) -> Tensor:
-        x = x.float().expand(-1, 3, -1, -1)
-        return to_pixels(x, space).clamp(0, 255).round().to(torch.uint8).cpu()
+    def pixels(x: Tensor, space: Space | str) -> Tensor:
+        p = to_pixels(x.float(), space).clamp(0, 255).round().to(torch.uint8).cpu()
+        return p.expand(-1, 3, -1, -1)
 
     if not isinstance(model, SeparationModel):
         return {
-            "original": pixels(batch["x"], preset),
-            "reconstruction": pixels(out["x_hat"], preset),
+            "original": pixels(batch["x"], space),
+            "reconstruction": pixels(out["x_hat"], space),
         }
-    rows = {"mixture": pixels(batch["x"], preset)}
+    rows = {"mixture": pixels(batch["x"], space)}
     for key, name in (("cifar", "CIFAR"), ("mnist", "digit")):
         rows[f"{name} true"] = pixels(batch[key], "unit")
         rows[f"{name} estimate"] = pixels(out["sources"][key], "unit")

@@ -12,12 +12,13 @@ class SeedAutoencoder(nn.Module):
 
     Latent: 64×4×4 = 1,024 values for a 3×32×32 image. Layer order and default
     initialisation match the study, so the `seed-fullbatch` protocol replays its curve.
+    `in_channels=1` makes the same network for gray images.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int = 3) -> None:
         super().__init__()
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, 16, 4, stride=2, padding=1),  # 3×32×32 → 16×16×16
+            nn.Conv2d(in_channels, 16, 4, stride=2, padding=1),  # 3×32×32 → 16×16×16
             nn.LeakyReLU(),
             nn.Conv2d(16, 32, 4, stride=2, padding=1),  # → 32×8×8
             nn.LeakyReLU(),
@@ -29,7 +30,7 @@ class SeedAutoencoder(nn.Module):
             nn.LeakyReLU(),
             nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1),  # → 16×16×16
             nn.LeakyReLU(),
-            nn.ConvTranspose2d(16, 3, 4, stride=2, padding=1),  # → 3×32×32
+            nn.ConvTranspose2d(16, in_channels, 4, stride=2, padding=1),  # → 3×32×32
         )
 
     def forward(self, x: Tensor) -> dict[str, Any]:

@@ -156,6 +156,7 @@ def read_run(folder: Path, *, details: bool = False) -> dict[str, Any]:
         "broken": not config or unreadable,
         "problems": problems,
         "model": config.get("model") if isinstance(config.get("model"), str) else None,
+        "data": config.get("data") if isinstance(config.get("data"), str) else None,
         "preset": config.get("preset") if isinstance(config.get("preset"), str) else None,
         "protocol": config.get("protocol") if isinstance(config.get("protocol"), str) else None,
         "epochs": int(done) if done is not None else None,  # completed, from metrics.jsonl

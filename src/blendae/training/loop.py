@@ -7,8 +7,9 @@ Two protocols share everything but the inner step:
   that exactly; the full batch is pushed through in chunks whose gradients are summed,
   which is the same step (up to float summation order) in a fraction of the memory.
 
-The data comes in as tensors (`BlendedSplits`); the run folder is read and written only
-through `blendae.runs`.
+The data comes in as a `blendae.data.Data` (any `--data` spec; a `BlendedSplits` is the
+study's): evaluation tensors, and a training set that makes each batch from image indices.
+The run folder is read and written only through `blendae.runs`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from tqdm import tqdm
 
 from blendae import runs
 from blendae.config import RunConfig
-from blendae.data import BlendedSplits
+from blendae.data import BlendedSplits, Data, Space
+from blendae.data.mix import TrainSet
 from blendae.errors import BlendaeError
 from blendae.evaluation.metrics import measure
 from blendae.evaluation.plots import comparison_rows, grid_image
@@ -184,6 +186,7 @@ class Session:
     memory_format: torch.memory_format
     steps_per_epoch: int
     start_epoch: int
+    space: Space  # the data's input space: pixels for PSNR, SSIM and image grids
     metrics: list[dict[str, Any]] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)  # commands, machine
     tensorboard: TensorBoardLogger | None = None  # rank 0, when on and installed
@@ -225,18 +228,16 @@ def _check_finite_loss(loss: float, epoch: int, step: int, s: Session) -> None:
 
 
 # ---- the two protocols' epochs ---------------------------------------------------------------
-def _fullbatch_epoch(
-    s: Session, train: dict[str, Tensor], epoch: int, stop: StopHook | None
-) -> EpochSums:
+def _fullbatch_epoch(s: Session, train: TrainSet, epoch: int, stop: StopHook | None) -> EpochSums:
     """One Adam step on the mean loss over the whole (rank's share of the) training set."""
     sums = EpochSums()
     step = (epoch - 1) * s.steps_per_epoch
     s.set_lr(step)
     s.optimizer.zero_grad(set_to_none=True)
-    n_train = len(train["x"])
-    shard = {k: v[s.ctx.rank :: s.ctx.world_size] for k, v in train.items()}
-    for i in range(0, len(shard["x"]), s.config.fullbatch_chunk):
-        chunk = {k: v[i : i + s.config.fullbatch_chunk] for k, v in shard.items()}
+    n_train = len(train)
+    shard = torch.arange(s.ctx.rank, n_train, s.ctx.world_size)
+    for i in range(0, len(shard), s.config.fullbatch_chunk):
+        chunk = train.batch(shard[i : i + s.config.fullbatch_chunk], epoch, i)
         n = len(chunk["x"])
         # DDP averages gradients over ranks, so scale by world size to get the global mean.
         weight = n * s.ctx.world_size / n_train
@@ -256,11 +257,11 @@ def _fullbatch_epoch(
 
 
 def _minibatch_epoch(
-    s: Session, train: dict[str, Tensor], epoch: int, progress: bool, stop: StopHook | None
+    s: Session, train: TrainSet, epoch: int, progress: bool, stop: StopHook | None
 ) -> EpochSums:
     """A fresh shuffle of (this rank's share of) the training set, one Adam step per batch."""
     sums = EpochSums()
-    n_train, world = len(train["x"]), s.ctx.world_size
+    n_train, world = len(train), s.ctx.world_size
     per_rank, local_bs = n_train // world, s.config.batch_size // world
     perm = torch.randperm(n_train, generator=epoch_generator(s.config.seed, epoch))
     perm = perm[s.ctx.rank * per_rank : (s.ctx.rank + 1) * per_rank].to(s.ctx.device)
@@ -275,7 +276,7 @@ def _minibatch_epoch(
     for i in batches:
         s.set_lr(step)
         idx = perm[i : i + local_bs]
-        batch = {k: v[idx] for k, v in train.items()}  # "x": (B, 3, 32, 32), sources if any
+        batch = train.batch(idx, epoch, step)  # "x": (B, C, S, S), sources if any
         loss, stats = train_step(
             s.ddp_model,
             s.optimizer,
@@ -294,13 +295,15 @@ def _minibatch_epoch(
     return sums
 
 
-def estimate_seconds(s: Session, train: dict[str, Tensor]) -> float:
+def estimate_seconds(s: Session, train: TrainSet) -> float:
     """Rough time of the session's remaining training steps, from a few steps of a copy of
     the model and optimizer (the run itself, its RNG included, is left untouched)."""
     rng = torch.get_rng_state()
     model = copy.deepcopy(s.model)
     optimizer = make_optimizer(model, s.config.lr, s.ctx.device)
-    batch = {k: v[: s.config.batch_size // s.ctx.world_size] for k, v in train.items()}
+    batch = train.batch(
+        torch.arange(min(len(train), s.config.batch_size // s.ctx.world_size)), 0, 0
+    )
     seconds = 0.0
     for k in range(ESTIMATE_STEPS + 1):  # the first step warms up, untimed
         t0 = time.perf_counter()
@@ -328,6 +331,7 @@ def _start(
     ctx: distributed.DistContext,
     n_train: int,
     sample: Tensor,
+    data: Data,
     *,
     resume: bool,
     command: str,
@@ -336,7 +340,7 @@ def _start(
     device = ctx.device
     torch.manual_seed(config.seed)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = build_model(config.model, **config.model_args)
+    model = build_model(config.model, **runs.model_args(config, data.channels))
     if config.init_from and not resume:
         fresh = runs.init_from(model, Path(config.init_from))
         log.info("started from %s; new: %s", config.init_from, ", ".join(fresh) or "nothing")
@@ -356,14 +360,6 @@ def _start(
         steps_per_epoch = math.ceil(
             (n_train // ctx.world_size) / (config.batch_size // ctx.world_size)
         )
-    machine = {  # what the epochs' `seconds` were measured on
-        "device": str(device),
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "world_size": ctx.world_size,
-        "bf16": amp,
-        "torch": torch.__version__,
-    }
     s = Session(
         config,
         run_dir,
@@ -376,8 +372,9 @@ def _start(
         memory_format,
         steps_per_epoch,
         1,
+        data.space,
     )
-    s.state = {"commands": [command], "machine": machine}
+    s.state = _state(ctx, amp, data, command)
     if resume:
         ckpt = runs.load_checkpoint(run_dir)
         model.load_state_dict(ckpt.model)
@@ -401,6 +398,58 @@ def _start(
     return s
 
 
+def _state(ctx: distributed.DistContext, amp: bool, data: Data, command: str) -> dict[str, Any]:
+    """What the checkpoint records besides tensors: the commands, the machine the epochs'
+    `seconds` were measured on, and the data (its input space and channels)."""
+    machine = {
+        "device": str(ctx.device),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "world_size": ctx.world_size,
+        "bf16": amp,
+        "torch": torch.__version__,
+    }
+    return {
+        "commands": [command],
+        "machine": machine,
+        "space": data.space.to_dict(),
+        "channels": data.channels,
+        "data": data.manifest,
+    }
+
+
+def _announce(s: Session, n_train: int, resume: bool, estimate: Callable[[], float]) -> None:
+    """The first line of a session: finished, resuming, or what it trains and for how long."""
+    config = s.config
+    if s.start_epoch > config.epochs:
+        log.info(
+            "%s is finished (%d of %d epochs); to train it further, resume it with "
+            "a larger --epochs",
+            s.run_dir,
+            s.start_epoch - 1,
+            config.epochs,
+        )
+    elif resume:
+        log.info("resuming %s at epoch %d of %d", s.run_dir, s.start_epoch, config.epochs)
+    else:
+        rough = (
+            f"roughly {_duration(estimate())} of training steps"
+            if config.protocol == "minibatch" and s.ctx.is_main
+            else "one full-batch step per epoch"
+        )
+        log.info(
+            "training %s on %s (%s preset) on %d images for %d epochs into %s: %s "
+            "(evaluation adds to that); each epoch's line gives the ETA",
+            config.model,
+            config.data,
+            config.preset,
+            n_train,
+            config.epochs,
+            s.run_dir,
+            rough,
+        )
+
+
 def _duration(seconds: float) -> str:
     """1h02m, 3m07s or 42s: a whole-run time at a glance."""
     m, sec = divmod(round(seconds), 60)
@@ -421,7 +470,7 @@ def _end_epoch(
     if not s.ctx.is_main:
         return
     s.model.eval()
-    result = measure(s.model, test, s.config, s.memory_format, s.ctx.device)
+    result = measure(s.model, test, s.config, s.space, s.memory_format, s.ctx.device)
     record = {
         "epoch": epoch,
         "train_loss": train_loss,
@@ -447,7 +496,7 @@ def _end_epoch(
     )
     if s.tensorboard is not None:
         shown = {k: v[:8] for k, v in test.items()}
-        rows = comparison_rows(s.model, shown, s.config.preset, s.memory_format)
+        rows = comparison_rows(s.model, shown, s.space, s.memory_format)
         s.tensorboard.log_epoch(
             record,
             lr=s.optimizer.param_groups[0]["lr"],
@@ -476,21 +525,24 @@ def _end_epoch(
 
 
 def _split(
-    splits: BlendedSplits, config: RunConfig, device: torch.device
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """(train, evaluation) tensors: the test split, or with `val` the last `val` training
-    images (the training set then ends before them)."""
+    data: Data, config: RunConfig, device: torch.device
+) -> tuple[TrainSet, dict[str, Tensor]]:
+    """(training set, evaluation tensors): the test split; with `val`, the data's own
+    validation split (a folder's) or else the last `val` training images (the training set
+    then ends before them)."""
+    limit, seed = config.limit_train, config.seed
     if config.val is None:
-        train = splits.tensors("train", config.limit_train, device)
-        return train, splits.tensors("test", config.limit_test, device)
-    full = splits.tensors("train", None, device)
-    n = len(full["x"]) - config.val
+        return data.train_set(limit, None, seed, device), data.tensors(
+            "test", config.limit_test, device
+        )
+    if data.has_val_split:
+        return data.train_set(limit, None, seed, device), data.tensors("val", config.val, device)
+    n = data.length("train") - config.val
     if n < 1:
         raise BlendaeError(
             f"--val {config.val} leaves no training images (the split has {n + config.val})"
         )
-    train = {k: v[:n][: config.limit_train] for k, v in full.items()}
-    return train, {k: v[n:] for k, v in full.items()}
+    return data.train_set(limit, n, seed, device), data.tensors("train", None, device, start=n)
 
 
 def plan_run(config: RunConfig, run_dir: Path, resume: bool, is_main: bool = True) -> bool:
@@ -523,7 +575,7 @@ def plan_run(config: RunConfig, run_dir: Path, resume: bool, is_main: bool = Tru
 def train(
     config: RunConfig,
     run_dir: Path,
-    splits: BlendedSplits,
+    splits: Data | BlendedSplits,
     *,
     resume: bool = False,
     command: str = "",
@@ -544,42 +596,19 @@ def train(
             if resume and not continues and ctx.is_main:
                 log.info("%s has no checkpoint yet: starting it from epoch 1", run_dir)
             resume = continues
-            train, test = _split(splits, config, ctx.device)
-            sample = train["x"][:1].cpu()
+            data = Data.of(splits)
+            train, test = _split(data, config, ctx.device)
+            sample = train.batch(torch.arange(1), 0, 0)
             s = _start(
-                config, run_dir, ctx, len(train["x"]), sample, resume=resume, command=command
-            )
-            if isinstance(s.model, SeparationModel) and "cifar" not in train:
+                config, run_dir, ctx, len(train), sample["x"].cpu(), data, resume=resume,
+                command=command,
+            )  # fmt: skip
+            if isinstance(s.model, SeparationModel) and "cifar" not in sample:
                 raise BlendaeError(
-                    f"model {config.model!r} separates blends: train it on splits with their "
-                    "sources (load_blended(..., sources=True))"
+                    f"model {config.model!r} separates blends: train it on data with their "
+                    "sources (load_data(..., sources=True))"
                 )
-            if s.start_epoch > config.epochs:
-                log.info(
-                    "%s is finished (%d of %d epochs); to train it further, resume it with "
-                    "a larger --epochs",
-                    run_dir,
-                    s.start_epoch - 1,
-                    config.epochs,
-                )
-            elif resume:
-                log.info("resuming %s at epoch %d of %d", run_dir, s.start_epoch, config.epochs)
-            else:
-                rough = (
-                    f"roughly {_duration(estimate_seconds(s, train))} of training steps"
-                    if config.protocol == "minibatch" and ctx.is_main
-                    else "one full-batch step per epoch"
-                )
-                log.info(
-                    "training %s (%s preset) on %d images for %d epochs into %s: %s "
-                    "(evaluation adds to that); each epoch's line gives the ETA",
-                    config.model,
-                    config.preset,
-                    len(train["x"]),
-                    config.epochs,
-                    run_dir,
-                    rough,
-                )
+            _announce(s, len(train), resume, lambda: estimate_seconds(s, train))
             for epoch in range(s.start_epoch, config.epochs + 1):
                 t0 = time.perf_counter()
                 s.model.train()

@@ -234,6 +234,7 @@ async function showRuns() {
       body.append(el("tr", { class: run.broken ? "broken" : "", dataset: { run: run.name } },
         el("td", {}, runLink(run.name)),
         el("td", {}, run.model ?? "–"),
+        el("td", {}, run.data ?? "–"),
         el("td", {}, run.preset ?? "–"),
         el("td", {}, run.protocol ?? "–"),
         el("td", { class: "num" }, fmtEpochs(run)),
