@@ -2,9 +2,10 @@
 
 Two synthetic folders are generated once under --workdir and reused: 200,000 random 32×32
 PNGs (1,000 per subfolder) and 2,000 smooth random 2048×1536 JPEGs (≈19 GB as raw pixels).
-Each cache is built cold in a fresh process (spawned, so its peak RSS is the build's own),
-which reports files/s and its peak resident memory; a second load (warm: walk + manifest
-check) is timed too. Then the default `conv` model trains with blendae's `train_step`,
+Each cache is built cold in a fresh interpreter that imports only `blendae.data.folder`,
+which reports files/s and its peak resident memory (beside that of importing alone, which
+includes torch: `blendae.data` imports it); a second load (warm: walk + manifest check) is
+timed too. Then the default `conv` model trains with blendae's `train_step`,
 batch 32, from (a) in-memory float tensors (indexed by a shuffled permutation, as the
 loop does) and (b) random crops of the folder caches (`ImageStore.crops`, then to float
 and normalized by the train statistics), interleaved rounds of `--steps` steps, medians.
@@ -18,15 +19,18 @@ ratios (b)/(a)) and `folder-cache-rss-gb G` (peak RSS of building the 200,000-im
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
-import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,20 +91,32 @@ def make_folder(path: Path, n: int, write: Callable[[tuple[Path, int, int]], Non
     return time.perf_counter() - t0
 
 
-def _build_in_child(folder: Path, cache: Path) -> tuple[float, int, float]:
-    """Cold build in this (fresh) process: seconds, usable images, peak RSS in GB."""
-    t0 = time.perf_counter()
-    images = load_folder(folder, cache=cache, progress=False)
-    seconds = time.perf_counter() - t0
-    usable = sum(len(images.split(s)) for s in ("train", "val", "test"))
-    return seconds, usable, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+# Run in a fresh interpreter that imports only the folder module (and what it imports),
+# so its peak RSS is the build's own, not this benchmark's torch models and tensors.
+_CHILD = """
+import json, resource, sys, time
+from blendae.data.folder import load_folder
+t0 = time.perf_counter()
+images = None if sys.argv[1] == "-" else load_folder(sys.argv[1], cache=sys.argv[2], progress=False)
+seconds = time.perf_counter() - t0
+usable = images and sum(len(images.split(s)) for s in ("train", "val", "test"))
+print(json.dumps([seconds, usable, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))
+"""
+
+
+def _child(*argv: str) -> tuple[float, int, float]:
+    """Seconds, usable images and peak RSS in GB (10^9 bytes) of `_CHILD` run on `argv`."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, *argv], capture_output=True, text=True, check=True
+    )
+    seconds, usable, rss_kb = json.loads(done.stdout.splitlines()[-1])
+    return seconds, usable, rss_kb * 1024 / 1e9
 
 
 def build_cache(folder: Path, cache: Path) -> tuple[float, int, float]:
-    """Remove `cache`, then build it in a spawned process (its RSS is the build's alone)."""
+    """Remove `cache`, then build it cold in a fresh process: seconds, images, peak RSS."""
     shutil.rmtree(cache, ignore_errors=True)
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_build_in_child, (folder, cache))
+    return _child(str(folder), str(cache))
 
 
 def trainer(next_batch: Callable[[], torch.Tensor]) -> Callable[[int], float]:
@@ -123,32 +139,28 @@ def trainer(next_batch: Callable[[], torch.Tensor]) -> Callable[[int], float]:
     return run
 
 
+def shuffled(n: int, batch: int, permutation: Callable[[int], Any]) -> Iterator[Any]:
+    """Index batches over a fresh permutation of range(n) each epoch (the loop's way)."""
+    while True:
+        perm = permutation(n)
+        for start in range(0, n - batch + 1, batch):
+            yield perm[start : start + batch]
+
+
 def memory_batches(x: torch.Tensor, batch: int) -> Callable[[], torch.Tensor]:
-    """Batches of an in-memory float tensor, by a shuffled permutation (the loop's way)."""
-    state = {"perm": torch.randperm(len(x)), "pos": 0}
-
-    def next_batch() -> torch.Tensor:
-        if state["pos"] + batch > len(x):
-            state["perm"], state["pos"] = torch.randperm(len(x)), 0
-        idx = state["perm"][state["pos"] : state["pos"] + batch]
-        state["pos"] += batch
-        return x[idx]
-
-    return next_batch
+    """Batches of an in-memory float tensor, indexed by a shuffled permutation."""
+    batches = shuffled(len(x), batch, torch.randperm)
+    return lambda: x[next(batches)]
 
 
 def folder_batches(store: ImageStore, batch: int, seed: int) -> Callable[[], torch.Tensor]:
     """Random crops of a folder split, to float and normalized by the train statistics."""
     rng = np.random.default_rng(seed)
     mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in store.mean_std)
-    state = {"perm": rng.permutation(len(store)), "pos": 0}
+    batches = shuffled(len(store), batch, rng.permutation)
 
     def next_batch() -> torch.Tensor:
-        if state["pos"] + batch > len(store):
-            state["perm"], state["pos"] = rng.permutation(len(store)), 0
-        idx = state["perm"][state["pos"] : state["pos"] + batch]
-        state["pos"] += batch
-        u8 = torch.from_numpy(store.crops(idx, 32, rng))  # (B, C, 32, 32)
+        u8 = torch.from_numpy(store.crops(next(batches), 32, rng))  # (B, C, 32, 32)
         return (u8.float().div_(255) - mean) / std
 
     return next_batch
@@ -197,6 +209,8 @@ def main() -> None:
     writers = {"small": _write_small, "large": _write_large}
     folders = {name: workdir / f"{name}-{n}" for name, n in counts.items()}
     rss: dict[str, float] = {}
+    imports_gb = _child("-", "-")[2]
+    print(f"a process that only imports blendae.data.folder: peak RSS {imports_gb:.2f} GB")
     for name, n in counts.items():
         made = make_folder(folders[name], n, writers[name])
         origin = f"generated in {made:.0f} s" if made else "reused"
