@@ -8,7 +8,8 @@ includes torch: `blendae.data` imports it); a second load (warm: walk + manifest
 timed too. Then the default `conv` model trains with blendae's `train_step`,
 batch 32, from (a) in-memory float tensors (indexed by a shuffled permutation, as the
 loop does) and (b) random crops of the folder caches (`ImageStore.crops`, then to float
-and normalized by the train statistics), interleaved rounds of `--steps` steps, medians.
+and normalized by the train statistics), taking turns every 5 steps, `--rounds` rounds of
+`--steps` steps each, images/s from median step times, then medians over rounds.
 The last two lines are `folder-train-ratio R` (the smaller of the two folders' median
 ratios (b)/(a)) and `folder-cache-rss-gb G` (peak RSS of building the 200,000-image cache).
 
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import header, interleaved
+from benchmarks.common import header
 from blendae.config import RunConfig
 from blendae.data.cache import ImageStore
 from blendae.data.folder import load_folder
@@ -45,6 +46,7 @@ from blendae.training.losses import objective_for
 
 PER_FOLDER = 1_000  # files per subfolder of the generated trees
 LARGE = (1536, 2048)  # height, width
+BATCH = RunConfig().batch_size  # 32, the loop's default
 
 
 def _write_small(job: tuple[Path, int, int]) -> None:
@@ -119,24 +121,43 @@ def build_cache(folder: Path, cache: Path) -> tuple[float, int, float]:
     return _child(str(folder), str(cache))
 
 
-def trainer(next_batch: Callable[[], torch.Tensor]) -> Callable[[int], float]:
-    """run(steps) -> images/s of `train_step` on the default model, batches from `next_batch`."""
+def trainer(next_batch: Callable[[], torch.Tensor]) -> Callable[[int], list[float]]:
+    """run(steps) -> seconds of each `train_step` (batch included) on the default model."""
     config = RunConfig()
     model = build_model(DEFAULT_MODEL).to(memory_format=torch.channels_last)
     amp = use_bf16(config, model, torch.device("cpu"))
     objective = objective_for(model, DEFAULT_MODEL, None, config.preset)
     optimizer = make_optimizer(model, config.lr, torch.device("cpu"))
 
-    def run(steps: int) -> float:
-        t0 = time.perf_counter()
+    def run(steps: int) -> list[float]:
+        times = []
         for _ in range(steps):
+            t0 = time.perf_counter()
             train_step(
                 model, optimizer, {"x": next_batch()}, objective,
                 amp=amp, memory_format=torch.channels_last,
             )  # fmt: skip
-        return steps * config.batch_size / (time.perf_counter() - t0)
+            times.append(time.perf_counter() - t0)
+        return times
 
     return run
+
+
+def step_rates(
+    runners: dict[str, Callable[[int], list[float]]], steps: int, rounds: int, block: int = 5
+) -> dict[str, list[float]]:
+    """Per round, each runner's images/s at its median step time. The runners take turns
+    every `block` steps, so load from other processes hits all alike; on a shared machine
+    whole-run times drift by 2x and more, median step times far less."""
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        for _ in range(0, steps, block):
+            for name, run in runners.items():
+                times[name] += run(block)
+        for name, values in times.items():
+            rates[name].append(BATCH / median(values))
+    return rates
 
 
 def shuffled(n: int, batch: int, permutation: Callable[[int], Any]) -> Iterator[Any]:
@@ -156,22 +177,21 @@ def memory_batches(x: torch.Tensor, batch: int) -> Callable[[], torch.Tensor]:
 def folder_batches(store: ImageStore, batch: int, seed: int) -> Callable[[], torch.Tensor]:
     """Random crops of a folder split, to float and normalized by the train statistics."""
     rng = np.random.default_rng(seed)
-    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in store.mean_std)
+    mean, std = (255 * torch.tensor(v).view(1, -1, 1, 1) for v in store.mean_std)  # pixels
     batches = shuffled(len(store), batch, rng.permutation)
 
     def next_batch() -> torch.Tensor:
         u8 = torch.from_numpy(store.crops(next(batches), 32, rng))  # (B, C, 32, 32)
-        return (u8.float().div_(255) - mean) / std
+        return u8.float().sub_(mean).div_(std)
 
     return next_batch
 
 
-def crops_us(store: ImageStore, seconds: float = 1.0) -> float:
-    """Microseconds per batch of 32 random crops (the data's share of a training step)."""
-    rng = np.random.default_rng(0)
+def data_us(next_batch: Callable[[], torch.Tensor], seconds: float = 1.0) -> float:
+    """Microseconds to produce one batch, alone: the data's share of a training step."""
     calls, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        store.crops(rng.integers(0, len(store), 32), 32, rng)
+        next_batch()
         calls += 1
     return (time.perf_counter() - t0) / calls * 1e6
 
@@ -206,57 +226,65 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.gettempdir()) / "blendae-data-scale"
 
     print(header("folder data at scale: cache build, and training from it vs from memory"))
-    writers = {"small": _write_small, "large": _write_large}
     folders = {name: workdir / f"{name}-{n}" for name, n in counts.items()}
-    rss: dict[str, float] = {}
+    caches = {name: workdir / f"cache-{name}-{n}" for name, n in counts.items()}
+    rss = build_all(counts, folders, caches)
+    stores = {
+        name: load_folder(folders[name], cache=caches[name], progress=False).split("train")
+        for name in counts
+    }
+    ratio = train_all(stores, steps, rounds)
+    print(f"folder-train-ratio {ratio:.2f}")
+    print(f"folder-cache-rss-gb {rss:.2f}")
+
+
+def build_all(counts: dict[str, int], folders: dict[str, Path], caches: dict[str, Path]) -> float:
+    """Generate (or reuse) each folder and build its cache cold; the small one's peak RSS."""
+    writers = {"small": _write_small, "large": _write_large}
     imports_gb = _child("-", "-")[2]
     print(f"a process that only imports blendae.data.folder: peak RSS {imports_gb:.2f} GB")
+    rss: dict[str, float] = {}
     for name, n in counts.items():
         made = make_folder(folders[name], n, writers[name])
         origin = f"generated in {made:.0f} s" if made else "reused"
-        cache = workdir / f"cache-{name}-{n}"
-        seconds, usable, rss[name] = build_cache(folders[name], cache)
+        seconds, usable, rss[name] = build_cache(folders[name], caches[name])
         t0 = time.perf_counter()
-        load_folder(folders[name], cache=cache, progress=False)
+        load_folder(folders[name], cache=caches[name], progress=False)
         warm = time.perf_counter() - t0
         print(
-            f"{name}: {n:,} files ({origin}), "
-            f"{usable:,} usable; cold cache build {seconds:.1f} s = {n / seconds:,.0f} files/s, "
-            f"peak RSS {rss[name]:.2f} GB, cache {_du_gb(cache):.2f} GB; warm load {warm:.2f} s"
+            f"{name}: {n:,} files ({origin}), {usable:,} usable; cold cache build "
+            f"{seconds:.1f} s = {n / seconds:,.0f} files/s, peak RSS {rss[name]:.2f} GB, "
+            f"cache {_du_gb(caches[name]):.2f} GB; warm load {warm:.2f} s"
         )
+    return rss["small"]
 
-    stores = {
-        name: load_folder(folders[name], cache=workdir / f"cache-{name}-{n}", progress=False).split(
-            "train"
-        )
-        for name, n in counts.items()
-    }
-    for name, store in stores.items():
-        print(f"crops from the {name} cache: {crops_us(store):.0f} µs per batch of 32")
+
+def train_all(stores: dict[str, ImageStore], steps: int, rounds: int) -> float:
+    """Train from memory and from each store in turn; the smaller median ratio folder/memory."""
     x = in_memory(stores["small"], 50_000)
-    print(
-        f"training: model {DEFAULT_MODEL}, batch 32, train_step, {rounds} rounds of {steps} "
-        f"steps per run, interleaved; (a) {tuple(x.shape)} float32 in memory"
-    )
-    runners = {
-        "(a) in-memory tensors": trainer(memory_batches(x, 32)),
-        **{f"(b) folder {name}": trainer(folder_batches(s, 32, 1)) for name, s in stores.items()},
+    batches = {
+        "(a) in-memory tensors": memory_batches(x, BATCH),
+        **{f"(b) folder {name}": folder_batches(st, BATCH, 1) for name, st in stores.items()},
     }
+    print(
+        f"training: model {DEFAULT_MODEL}, batch {BATCH}, train_step; (a) {tuple(x.shape)} "
+        f"float32 in memory, (b) random crops; {rounds} rounds of {steps} steps per run, "
+        "runs taking turns every 5 steps; medians of step times, then over rounds"
+    )
+    runners = {name: trainer(next_batch) for name, next_batch in batches.items()}
     for run in runners.values():
         run(3)  # warm-up: oneDNN picks and caches kernels for these shapes
-    rates = interleaved({k: (lambda r=r: r(steps)) for k, r in runners.items()}, rounds)
-    base = rates.pop("(a) in-memory tensors")
-    print(f"{'(a) in-memory tensors':24s} median {median(base):7.0f} img/s")
+    rates = step_rates(runners, steps, rounds)
+    base = rates["(a) in-memory tensors"]
     ratios = []
     for name, values in rates.items():
         per_round = [b / a for a, b in zip(base, values, strict=True)]
         ratios.append(median(per_round))
         print(
-            f"{name:24s} median {median(values):7.0f} img/s; ratio per round "
-            + ", ".join(f"{r:.2f}" for r in per_round)
+            f"{name:24s} {median(values):6.0f} img/s, batch alone {data_us(batches[name]):5.0f} "
+            "µs; ratio to (a) per round " + ", ".join(f"{r:.2f}" for r in per_round)
         )
-    print(f"folder-train-ratio {min(ratios):.2f}")
-    print(f"folder-cache-rss-gb {rss['small']:.2f}")
+    return min(ratios[1:])
 
 
 if __name__ == "__main__":

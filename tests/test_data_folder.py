@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import struct
 import threading
 import zlib
@@ -307,7 +308,7 @@ def test_crops_are_windows_of_the_images_reproducible_with_a_seed(tmp_path: Path
         image = rgb(order[i], *shapes[order[i]]).transpose(2, 0, 1)
         windows = np.lib.stride_tricks.sliding_window_view(image, (3, 32, 32))[0]
         assert (windows == crop).all(axis=(-3, -2, -1)).any()
-    center = store.crops(idx, 16, None)
+    center, center_32 = store.crops(idx, 16, None), store.crops(idx, 32, None)
     for crop, i in zip(center, idx, strict=True):
         (h, w), image = shapes[order[i]], rgb(order[i], *shapes[order[i]])
         y, x = (h - 16) // 2, (w - 16) // 2
@@ -315,3 +316,5 @@ def test_crops_are_windows_of_the_images_reproducible_with_a_seed(tmp_path: Path
     with pytest.raises(BlendaeError, match="cannot cut 64×64"):
         store.crops(idx, 64, None)
     assert store.crops(np.array([], dtype=np.int64), 32, None).shape == (0, 3, 32, 32)
+    copy = pickle.loads(pickle.dumps(store))  # as worker processes get it: by path
+    assert len(pickle.dumps(store)) < 2_000 and np.array_equal(copy.crops(idx, 32), center_32)

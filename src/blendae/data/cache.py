@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from array import array
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -58,21 +58,31 @@ class ImageStore:
     """One split's images in the pixel file: `crops` cuts batches from them.
 
     `mean_std` is the per-channel mean and standard deviation of the TRAIN split in [0, 1]
-    units (the same for every split: the statistics training normalizes with).
+    units (the same for every split: the statistics training normalizes with). A store
+    pickles as its file's path, not its pixels (for worker processes), and maps it again.
     """
 
     def __init__(
         self,
-        pixels: np.ndarray,
+        pixels: Path,
+        nbytes: int,
         index: np.ndarray,
         channels: int,
         mean_std: tuple[tuple[float, ...], tuple[float, ...]],
     ) -> None:
-        self._pixels = pixels  # flat uint8, possibly a memory map
+        self._path, self._nbytes = pixels, nbytes
+        self._pixels = open_pixels(pixels, nbytes)  # flat uint8 memory map
         self._index = index  # (N, 4) int64
         self.channels = channels
         self.mean_std = mean_std
         self._channel = np.arange(channels, dtype=np.int64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_pixels"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pixels = open_pixels(self._path, self._nbytes)
 
     def __len__(self) -> int:
         return len(self._index)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from blendae.data.cache import INDEX_COLUMNS, ImageStore, PixelWriter, open_pixels
+from blendae.data.cache import INDEX_COLUMNS, ImageStore, PixelWriter
 from blendae.errors import BlendaeError
 from blendae.files import atomic_write, ensure_dir, file_lock, write_json
 from blendae.imagefiles import IMAGE_SUFFIXES, read_image
@@ -371,12 +371,12 @@ def _cached(out: Path, params: dict[str, Any], scan: _Scan) -> dict[str, Any] | 
 
 def _open(root: Path, out: Path, manifest: dict[str, Any]) -> FolderImages:
     """The memory-mapped stores of a committed build."""
-    pixels = open_pixels(out / manifest["pixels"], manifest["pixel_bytes"])
+    pixels, nbytes = out / manifest["pixels"], manifest["pixel_bytes"]
     index = np.load(out / manifest["index"])
     mean_std = (tuple(manifest["mean"]), tuple(manifest["std"]))
     channels = manifest["channels"]
     stores = {
-        name: ImageStore(pixels, index[index[:, -1] == code, :-1], channels, mean_std)
+        name: ImageStore(pixels, nbytes, index[index[:, -1] == code, :-1], channels, mean_std)
         for code, name in enumerate(SPLITS)
     }
     return FolderImages(root, manifest, channels, stores)
