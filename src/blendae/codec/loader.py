@@ -23,7 +23,7 @@ from torch import nn
 
 from blendae import runs
 from blendae.codec import container
-from blendae.data import PRESETS
+from blendae.data import PRESETS, Space
 from blendae.errors import BlendaeError
 from blendae.models import CompressionModel, build_model
 
@@ -37,7 +37,9 @@ class Codec:
     name: str
     model: CompressionModel
     model_id: bytes
-    preset: str  # the input space the model was trained in (see `blendae.data.to_pixels`)
+    # the input space the model was trained in: a study preset's name, or a run's own
+    # space (a model trained on other --data); see `blendae.data.to_pixels`
+    preset: Space | str
 
 
 def zoo_folder() -> Path:
@@ -64,14 +66,14 @@ def model_id(model: nn.Module) -> bytes:
     return digest.digest()[: container.MODEL_ID_BYTES]
 
 
-def _ready(name: str, model: nn.Module, model_name: str, preset: str) -> Codec:
+def _ready(name: str, model: nn.Module, model_name: str, preset: Space | str) -> Codec:
     """Check that `model` (weights loaded) can code, and wrap it as a `Codec`."""
     if not isinstance(model, CompressionModel):
         raise BlendaeError(
             f"{name}: model {model_name!r} is not a codec; train a codec model (e.g. "
             "--model factorized --lambda 0.01)"
         )
-    if preset not in PRESETS:
+    if isinstance(preset, str) and preset not in PRESETS:
         raise BlendaeError(f"{name}: unknown input space (preset) {preset!r}")
     if not model.is_updated:
         raise BlendaeError(
@@ -110,7 +112,7 @@ def load_codec(model: str | None = None) -> Codec:
             "(or pass the run folder of a trained codec model, or a model's NAME.json)"
         )
     config, trained = runs.load_model(Path(name))
-    return _ready(name, trained, config.model, config.preset)
+    return _ready(name, trained, config.model, runs.space(Path(name), config))
 
 
 def codec_for(ident: bytes, model: str | None) -> Codec:

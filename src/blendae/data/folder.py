@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import uuid
 from array import array
 from collections import Counter
@@ -258,7 +259,8 @@ def _decode_all(
     splits = array("q")
     with tmp.open("wb") as f:
         writer = PixelWriter(f)
-        files = tqdm(scan.files, desc="decoding images", unit="img", disable=not progress)
+        bar = progress and sys.stderr.isatty()  # no bar lines in logs
+        files = tqdm(scan.files, desc="decoding images", unit="img", disable=not bar)
         for rel, _, _ in files:
             try:
                 chw = _decode(root / rel, size, cap, notes)
