@@ -213,16 +213,21 @@ def model_args(config: RunConfig, channels: int) -> dict[str, Any]:
     return dict(config.model_args)
 
 
+def _recorded(run_dir: Path) -> dict[str, Any]:
+    """The checkpoint's JSON state; {} for a folder holding weights alone (an older export)."""
+    return load_state(run_dir) if has_checkpoint(run_dir) else {}
+
+
 def space(run_dir: Path, config: RunConfig) -> Space:
     """The run's input space: recorded in its checkpoint since 0.6, else its study preset."""
-    recorded = load_state(run_dir).get("space")
+    recorded = _recorded(run_dir).get("space")
     return Space.from_dict(recorded) if recorded is not None else as_space(config.preset)
 
 
 def load_model(run_dir: Path) -> tuple[RunConfig, nn.Module]:
     """The config and trained model (`model.safetensors`) of a run, in eval mode on the CPU."""
     config = load_config(run_dir)
-    model = build_model(config.model, **model_args(config, load_state(run_dir).get("channels", 3)))
+    model = build_model(config.model, **model_args(config, _recorded(run_dir).get("channels", 3)))
     path = run_dir / WEIGHTS
     weights = _read_weights(path)
     try:

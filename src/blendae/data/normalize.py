@@ -78,15 +78,21 @@ UNIT = Norm((0.0,), (1.0,))
 
 
 def channel_stats(images: Tensor | np.ndarray, chunk: int = 4096) -> Norm:
-    """Per-channel mean and std of images (N, C, H, W) in [0, 1] (float64 sums, in chunks)."""
+    """Per-channel mean and std of images (N, C, H, W): uint8 (0..255) from exact
+    histograms, float (in [0, 1]) from float64 sums in chunks."""
     x = torch.as_tensor(images)
     n, c = x.shape[0], x.shape[1]
+    if x.dtype == torch.uint8:
+        levels = np.arange(256, dtype=np.float64) / 255
+        counts = [np.bincount(x[:, k].numpy().ravel(), minlength=256) for k in range(c)]
+        mean = np.array([levels @ h for h in counts]) / (x[:, 0].numel())
+        square = np.array([levels**2 @ h for h in counts]) / (x[:, 0].numel())
+        std = np.sqrt(np.maximum(square - mean**2, 0)).clip(min=1e-3)
+        return Norm(tuple(mean.tolist()), tuple(std.tolist()))
     s1 = torch.zeros(c, dtype=torch.float64)
     s2 = torch.zeros(c, dtype=torch.float64)
     for i in range(0, n, chunk):
         part = x[i : i + chunk].to(torch.float64)
-        if not x.is_floating_point():
-            part = part / 255
         s1 += part.sum(dim=(0, 2, 3))
         s2 += part.square().sum(dim=(0, 2, 3))
     count = n * x.shape[2] * x.shape[3]
