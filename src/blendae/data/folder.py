@@ -329,6 +329,8 @@ def _build(root: Path, out: Path, params: dict[str, Any], scan: _Scan, progress:
         "channels": channels,
         "mean": mean,
         "std": std,
+        "stats": "train split, [0, 1] units, per channel: each image's mean and mean square "
+        "averaged over images (every image weighs the same, as crops sample images uniformly)",
         "counts": counts,
         "files": scan.files,
         "skipped": scan.skipped + built.skipped,
