@@ -75,6 +75,8 @@ def test_split_is_a_hash_of_the_path_and_stable_when_files_are_added(
     after = {s: set(load(folder, tmp_path / "cache", split=(50, 25, 25)).paths(s)) for s in SPLITS}
     assert all(set(before[s]) <= after[s] for s in SPLITS)  # no old file moved
     assert sum(map(len, after.values())) == 60
+    with pytest.raises(BlendaeError, match="unknown split 'training'; valid splits: train"):
+        images.split("training")
 
 
 def test_split_of_uses_the_posix_relative_path_and_the_percentages() -> None:

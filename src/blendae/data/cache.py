@@ -101,8 +101,8 @@ class ImageStore:
         offset, h, w, stride = rows.T
         if len(rows) and (h.min() < size or w.min() < size):
             raise BlendaeError(
-                f"cannot cut {size}×{size} crops: the smallest image asked for is "
-                f"{int(h.min())}×{int(w.min())} pixels; use a crop size up to the one the "
+                f"cannot cut {size}×{size} crops: an image asked for has a side of "
+                f"{int(min(h.min(), w.min()))} pixels; use a crop size up to the one the "
                 "folder was loaded with"
             )
         if rng is None:
