@@ -43,9 +43,15 @@ def test_run_on_any_builtin_spec(
         assert (out / name).is_file()
     # the same run measured on another spec's test split: printed, the report untouched
     before = (out / runs.FINAL).read_text()
-    rc, stdout, err = blendae("evaluate", out, "--data", "blend:cifar10+mnist", "--json")
+    other = (
+        "blend:cifar10+mnist" if channels == 3 else "mnist" if spec != "mnist" else "fashion-mnist"
+    )
+    rc, stdout, err = blendae("evaluate", out, "--data", other, "--json")
     assert rc == 0, err[-3:]
     assert json.loads(stdout[-1])["test_psnr"] > 5
+    if channels == 1:  # a gray model cannot code color images
+        rc, _, err = blendae("evaluate", out, "--data", "cifar10")
+        assert rc == 2 and "codes gray images" in err[-1]
     assert (out / runs.FINAL).read_text() == before
     # resuming with other data is refused, nothing changes
     rc, _, err = blendae(

@@ -199,8 +199,9 @@ def test_runs_view(page, base_url: str) -> None:
     assert rows.count() == 4
     assert page.locator("#runs-table tr.broken").count() == 2
     good = page.locator("#runs-table tr[data-run=good-run] td")
-    assert good.nth(6).inner_text() == "30.50 dB"
-    assert page.locator("#runs-table tr[data-run=stopped-run] td").nth(4).inner_text() == "2 / 50"
+    assert good.nth(2).inner_text() == "blend:cifar10+mnist"  # a 0.5 config: the study's data
+    assert good.nth(7).inner_text() == "30.50 dB"
+    assert page.locator("#runs-table tr[data-run=stopped-run] td").nth(5).inner_text() == "2 / 50"
     page.click("#runs-table a:text('good-run')")
     page.wait_for_selector("#run-detail figure[data-file='reconstructions.png'] img")
     page.wait_for_function(
