@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from blendae.data.formats import CIFAR_VARIANTS, OFFICIAL_COUNTS, Counts, read_cifar, read_mnist
+from blendae.data.presets import RGB, Preset, get_preset, pixel_range
 from blendae.data.sources import fetch, resolve_cache, resolve_mirror, verified_sha256
 from blendae.errors import BlendaeError
 from blendae.files import atomic_write, ensure_dir, file_lock, write_json
@@ -33,42 +34,6 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # of the prepared cache file; bump when its content or meaning changes
 RESIZE_METHOD = "torch bilinear, align_corners=False, antialias when shrinking"
 _CHUNK = 5_000  # images blended per step, bounding temporary memory to ~100 MB
-
-RGB = tuple[float, float, float]
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Per-channel normalization of each source before they are averaged."""
-
-    name: str
-    cifar_mean: RGB
-    cifar_std: RGB
-    mnist_mean: RGB
-    mnist_std: RGB
-
-
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in (
-        # The study's: CIFAR to [-1, 1]; MNIST (as RGB) with the ImageNet statistics.
-        Preset(
-            "seed", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-        ),
-        # No normalization: both stay in [0, 1], so the blend is the pixel mean image / 255.
-        Preset("unit", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-    )
-}
-
-
-def get_preset(name: str) -> Preset:
-    """The preset called `name`."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise BlendaeError(
-            f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}"
-        ) from None
 
 
 def _as_preset(preset: Preset | str) -> Preset:
@@ -142,14 +107,8 @@ def blend(
 
 def _pixel_range(preset: Preset | str) -> tuple[Tensor, Tensor]:
     """(lo, hi) per channel, float64: the blends of two all-zero and two all-one images."""
-    p = _as_preset(preset)
-    mm, sm, cm, sc = (
-        torch.tensor(v, dtype=torch.float64)
-        for v in (p.mnist_mean, p.mnist_std, p.cifar_mean, p.cifar_std)
-    )
-    lo = (-mm / sm - cm / sc) / 2
-    hi = ((1 - mm) / sm + (1 - cm) / sc) / 2
-    return lo, hi
+    lo, hi = pixel_range(_as_preset(preset))
+    return torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
 
 
 def _per_channel(v: Tensor, like: Tensor) -> Tensor:
