@@ -8,9 +8,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from blendae import models
 from blendae.data import PRESETS
 from blendae.errors import BlendaeError
-from blendae.models import DEFAULT_MODEL, MODELS
+from blendae.models.names import DEFAULT_MODEL
 
 PROTOCOLS = ("minibatch", "seed-fullbatch")
 LR_SCHEDULES = ("constant", "cosine")
@@ -70,7 +71,7 @@ class RunConfig:
         """Raise `BlendaeError` naming the first bad value."""
         choices = {
             "preset": tuple(PRESETS),
-            "model": tuple(MODELS),
+            "model": tuple(models.MODELS),  # the registry (torch) only now: not at import
             "protocol": PROTOCOLS,
             "lr_schedule": LR_SCHEDULES,
             "device": DEVICES,

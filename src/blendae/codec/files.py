@@ -7,13 +7,20 @@ failure is one error.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from blendae.codec import container
-from blendae.codec.images import check_size, compress_batch, decompress_parsed
+from blendae.codec.limits import check_size
 from blendae.errors import BlendaeError
 from blendae.imagefiles import IMAGE_SUFFIXES, expand, plan_targets, read_image, write_all
+
+# From this many files on, torch decodes faster than the torch-free decoder, its start-up
+# (importing torch, ~2 s) paid off (benchmarks/decode_anywhere.py).
+TORCH_FROM = 200
 
 
 @dataclass
@@ -61,6 +68,8 @@ def compress_files(
     sources = expand(inputs, IMAGE_SUFFIXES, "images", recursive, report.notes)
     targets = plan_targets(sources, out, (".bae",), force)
     images = [read_image(s.path, report.notes, check_size) for s in sources]
+    from blendae.codec.images import compress_batch  # torch, only when there is work
+
     datas = compress_batch(images, model)
     report.bytes_in = sum(s.path.stat().st_size for s in sources)
     report.pixels = sum(im.shape[0] * im.shape[1] for im in images)
@@ -102,3 +111,19 @@ def decompress_files(
     ]
     write_all(targets, writers, force)
     return report.wrote(targets)
+
+
+def decompress_parsed(
+    parsed: list[tuple[container.Header, bytes]], model: str | None, names: list[str]
+) -> list[np.ndarray]:
+    """Decode with the torch-free decoder when it is faster for the job (a few files: it
+    starts in a fraction of the time importing torch takes) or torch is missing, else with
+    torch; both give the same pixels (`decode.handles` sends the rest to torch)."""
+    from blendae.codec import decode  # numpy's decoder: imported for decompress only
+
+    no_torch = importlib.util.find_spec("torch") is None
+    if (len(parsed) < TORCH_FROM or no_torch) and decode.handles(parsed, model):
+        return decode.decode_parsed(parsed, model, names)
+    from blendae.codec.images import decompress_parsed as with_torch
+
+    return with_torch(parsed, model, names)

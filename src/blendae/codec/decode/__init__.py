@@ -9,6 +9,7 @@ decode faster here; `blendae decompress` chooses (`codec.files`). It never impor
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +22,7 @@ from blendae.codec.limits import batches, check_size
 from blendae.codec.zoo import unknown_model, zoo_entries, zoo_folder
 from blendae.errors import BlendaeError
 
-__all__ = ["Decoder", "decode", "decode_parsed", "decoder_for", "load_decoder"]
+__all__ = ["Decoder", "decode", "decode_parsed", "decoder_for", "handles", "load_decoder"]
 
 
 @lru_cache(maxsize=16)
@@ -52,18 +53,33 @@ def decoder_for(ident: bytes, model: str | None = None, extra: Sequence[Decoder]
 def decode(data: bytes, models: Sequence[Decoder] = ()) -> np.ndarray:
     """`.bae` bytes → uint8 image (H×W×3, or H×W for gray), by a shipped model or one of
     `models`."""
-    header, payload = container.unpack(bytes(data))
-    return decode_parsed([(header, payload)], [decoder_for(header.model_id, extra=models)])[0]
+    return decode_parsed([container.unpack(bytes(data))], extra=models)[0]
+
+
+def handles(parsed: list[tuple[container.Header, bytes]], model: str | None) -> bool:
+    """Whether these files decode here to the torch decoder's pixels: not with a run folder
+    as `model`, nor (while torch is installed) by a model whose networks are not exact.
+    Unknown models count as handled: the error is the same."""
+    if model is not None and model not in zoo_entries() and not model.endswith(".json"):
+        return False
+    if importlib.util.find_spec("torch") is None:
+        return True
+    try:
+        decoders = {decoder_for(header.model_id, model) for header, _ in parsed}
+    except BlendaeError:
+        return True
+    return all(decoder.exact for decoder in decoders)
 
 
 def decode_parsed(
     parsed: list[tuple[container.Header, bytes]],
-    decoders: Sequence[Decoder],
+    model: str | None = None,
     names: Sequence[str] | None = None,
+    extra: Sequence[Decoder] = (),
 ) -> list[np.ndarray]:
-    """Unpacked files and each one's decoder → uint8 images, as
-    `codec.images.decompress_parsed` (same-size files share network calls; a failure names
-    the first bad file)."""
+    """Unpacked files → uint8 images, as `codec.images.decompress_parsed`: every size and
+    model checked before any decoding, same-size files sharing network calls, a failure
+    naming the first bad file (`names`: one per file)."""
 
     def named(i: int, exc: BlendaeError) -> BlendaeError:
         return BlendaeError(f"{names[i]}: {exc}") if names is not None else exc
@@ -74,11 +90,12 @@ def decode_parsed(
         except BlendaeError as exc:
             raise named(i, exc) from exc
     out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(parsed)
-    groups: dict[tuple[int, int, int], list[int]] = {}
+    groups: dict[tuple[bytes, int, int], list[int]] = {}
     for i, (header, _) in enumerate(parsed):
-        groups.setdefault((id(decoders[i]), header.height, header.width), []).append(i)
-    for (_, h, w), members in groups.items():
-        decoder = decoders[members[0]]
+        groups.setdefault((header.model_id, header.height, header.width), []).append(i)
+    decoders = {key: decoder_for(key[0], model, extra) for key in groups}  # refuse first
+    for key, members in groups.items():
+        decoder, (_, h, w) = decoders[key], key
         size = (h + -h % decoder.stride, w + -w % decoder.stride)
         for chunk in batches(members, size[0] * size[1]):
             strings = []

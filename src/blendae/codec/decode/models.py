@@ -69,7 +69,7 @@ def _in_bands(layers: list[Layer], x: np.ndarray, factor: int) -> np.ndarray:
     return np.concatenate(bands, axis=1)
 
 
-@dataclass
+@dataclass(eq=False)  # one per model: compared and hashed by identity
 class Decoder:
     """A codec model loaded for decoding: its id, input space and networks."""
 
