@@ -20,6 +20,7 @@ import pytest
 
 from blendae.codec import container, decode, files, images
 from blendae.codec.decode import layers
+from blendae.codec.decode import models as decode_models
 from blendae.codec.zoo import zoo_folder
 from blendae.models import exact
 
@@ -77,9 +78,24 @@ def test_golden_files_decode_to_their_recorded_pixels(record: Path) -> None:
         assert hashlib.sha256(decoded.tobytes()).hexdigest() == want["sha256"]
 
 
-def test_a_tiled_image_decodes_to_torch_s_pixels() -> None:
-    """2048×1536 is above the tiling threshold: torch decodes in 256-pixel tiles, the
-    torch-free decoder in bands; exact networks make both equal to the untiled result."""
+def test_tiles_and_bands_decode_to_torch_s_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Torch in 64-pixel tiles, the torch-free decoder in bands of a few latent rows, both
+    on a 96×160 image: exact networks give the untiled bits either way."""
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (96, 160, 3), dtype=np.uint8)
+    data = images.compress_batch([image], "q1")
+    model = images.load_codec("q1").model
+    monkeypatch.setattr(model, "tile_above", 1000)
+    monkeypatch.setattr(model, "tile", 64)
+    monkeypatch.setattr(decode_models, "BATCH_PIXELS", 4096)
+    by_torch, here = _both(data, "q1")
+    assert here[0].tobytes() == by_torch[0].tobytes()
+
+
+@pytest.mark.slow
+def test_a_tiled_2048x1536_image_decodes_to_torch_s_pixels() -> None:
+    """Above 1 Mpixel torch decodes in 256-pixel tiles, the torch-free decoder in bands
+    (~90 s on the busy 2-core machine: run with BLENDAE_SLOW_TESTS=1)."""
     rng = np.random.default_rng(1)
     small = rng.integers(0, 256, (49, 65, 3)).astype(np.float32)
     image = np.clip(np.kron(small, np.ones((32, 32, 1)))[:1536, :2048], 0, 255).astype(np.uint8)
