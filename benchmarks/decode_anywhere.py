@@ -30,6 +30,7 @@ import numpy as np
 import blendae
 from benchmarks.common import header
 from blendae.codec import container, decode, images, zoo
+from blendae.codec.files import TORCH_FROM
 
 SRC = str(Path(blendae.__file__).parents[1])
 STARTUP_FLOOR = 3.0
@@ -51,7 +52,11 @@ def blends(count: int) -> list[np.ndarray]:
 
 
 def median_seconds(command: list[str], runs: int) -> float:
-    env = {**os.environ, "PYTHONPATH": SRC}
+    """The median wall time of `runs` runs, after one warm-up run. Byte code is cached, as
+    in an installed package (PYTHONDONTWRITEBYTECODE would recompile blendae every run)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = SRC
+    subprocess.run(command, env=env, check=True, capture_output=True)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -60,7 +65,8 @@ def median_seconds(command: list[str], runs: int) -> float:
     return statistics.median(times)
 
 
-def startup(folder: Path, runs: int) -> None:
+def startup(folder: Path, runs: int) -> float:
+    """Prints the start-up numbers; returns the time `import torch` takes."""
     one = folder / "one.bae"
     one.write_bytes(images.compress_batch(blends(1), None)[0])
     out = folder / "one.png"
@@ -73,6 +79,7 @@ def startup(folder: Path, runs: int) -> None:
     ratio = t_cli / t_base
     verdict = "ok" if ratio <= STARTUP_FLOOR else f"ABOVE the floor {STARTUP_FLOOR}"
     print(f"startup-ratio {ratio:.2f} ({verdict})")
+    return t_torch
 
 
 def rate(fn: Callable[[], object], count: int) -> float:
@@ -81,7 +88,9 @@ def rate(fn: Callable[[], object], count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def throughput(count: int) -> None:
+def throughput(count: int, torch_import: float) -> None:
+    """Both decoders on `count` files, models loaded; and from how many files on torch's
+    faster decoding pays for importing it (`codec.files.TORCH_FROM` should be near)."""
     parsed = [container.unpack(d) for d in images.compress_batch(blends(count), None)]
     images.decompress_parsed(parsed[:8], None)  # load both decoders first
     decode.decode_parsed(parsed[:8])
@@ -91,6 +100,9 @@ def throughput(count: int) -> None:
         f"throughput, {count} 32x32 files (q3, models loaded): torch {by_torch:.0f} img/s, "
         f"torch-free {here:.0f} img/s, ratio torch-free/torch {here / by_torch:.2f}"
     )
+    saved = 1 / here - 1 / by_torch  # seconds per file
+    pays = f"from ~{torch_import / saved:.0f} files" if saved > 0 else "never (slower here)"
+    print(f"torch's start-up ({torch_import:.2f} s) pays off {pays}; TORCH_FROM = {TORCH_FROM}")
 
 
 def identity(count: int) -> None:
@@ -132,8 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(header("decode anywhere: start-up and throughput of the torch-free decoder"))
     with tempfile.TemporaryDirectory() as tmp:
-        startup(Path(tmp), args.runs)
-        throughput(args.files)
+        torch_import = startup(Path(tmp), args.runs)
+        throughput(args.files, torch_import)
         if args.identity:
             identity(args.files)
         print(browser_line(Path(tmp)))

@@ -18,9 +18,10 @@ from blendae.codec.limits import check_size
 from blendae.errors import BlendaeError
 from blendae.imagefiles import IMAGE_SUFFIXES, expand, plan_targets, read_image, write_all
 
-# From this many files on, torch decodes faster than the torch-free decoder, its start-up
-# (importing torch, ~2 s) paid off (benchmarks/decode_anywhere.py).
-TORCH_FROM = 200
+# From this many files on, torch's faster decoding may pay for importing it (~2 s): the
+# torch-free decoder ran at 0.4-2.2x torch's speed (benchmarks/decode_anywhere.py, busy
+# 2-core machine), so below ~450 files it was never slower.
+TORCH_FROM = 500
 
 
 @dataclass

@@ -9,15 +9,15 @@ pixels at a time; the model codes a larger image in tiles, so memory stays bound
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from blendae.codec import container
-from blendae.codec.limits import batches, check_size
+from blendae.codec import container, limits
+from blendae.codec.limits import Named, batches, check_size, naming
 from blendae.codec.loader import Codec, codec_for, load_codec
 from blendae.data import from_pixels, to_pixels
 from blendae.errors import BlendaeError
@@ -111,30 +111,16 @@ def decompress_parsed(
     the errors that concern one file.
     """
 
-    def named(i: int, exc: BlendaeError) -> BlendaeError:
-        return BlendaeError(f"{names[i]}: {exc}") if names is not None else exc
-
-    for i, (header, _) in enumerate(parsed):
-        try:
-            check_size(header.height, header.width)  # only a forged file can fail here
-        except BlendaeError as exc:
-            raise named(i, exc) from exc
+    named = naming(names)
+    groups = limits.groups(parsed, named)
     out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(parsed)
-    groups: dict[tuple[bytes, int, int], list[int]] = {}
-    for i, (header, _) in enumerate(parsed):
-        groups.setdefault((header.model_id, header.height, header.width), []).append(i)
     codecs = {key: codec_for(key[0], model) for key in groups}  # refuse before any decoding
     for key, members in groups.items():
         codec, (_, h, w) = codecs[key], key
         stride = codec.model.stride
         size = (h + -h % stride, w + -w % stride)  # the padded image the model coded
         for chunk in batches(members, size[0] * size[1]):
-            strings = []
-            for i in chunk:
-                try:
-                    strings.append(container.split_strings(parsed[i][1], codec.model.num_strings))
-                except BlendaeError as exc:
-                    raise named(i, exc) from exc
+            strings = limits.strings_of(parsed, chunk, codec.model.num_strings, named)
             try:
                 with torch.inference_mode():
                     x_hat = codec.model.decompress(strings, size)[:, :, :h, :w]
@@ -156,7 +142,7 @@ def _name_the_bad_file(
     chunk: list[int],
     strings: list[list[bytes]],
     size: tuple[int, int],
-    named: Callable[[int, BlendaeError], BlendaeError],
+    named: Named,
 ) -> None:
     """A batch failed to decode: find its first bad file and raise that file's error."""
     for i, one in zip(chunk, strings, strict=True):

@@ -10,15 +10,15 @@ decode faster here; `blendae decompress` chooses (`codec.files`). It never impor
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from blendae.codec import container
+from blendae.codec import container, limits
 from blendae.codec.decode.models import Decoder, load, to_uint8
-from blendae.codec.limits import batches, check_size
+from blendae.codec.limits import Named, batches, naming
 from blendae.codec.zoo import unknown_model, zoo_entries, zoo_folder
 from blendae.errors import BlendaeError
 
@@ -60,8 +60,9 @@ def handles(parsed: list[tuple[container.Header, bytes]], model: str | None) -> 
     """Whether these files decode here to the torch decoder's pixels: not with a run folder
     as `model`, nor (while torch is installed) by a model whose networks are not exact.
     Unknown models count as handled: the error is the same."""
-    if model is not None and model not in zoo_entries() and not model.endswith(".json"):
-        return False
+    stored = model is None or model in zoo_entries() or model.endswith(".json")
+    if not stored or (model is not None and model.endswith(".json") and not Path(model).is_file()):
+        return False  # a run folder, or no such file: torch's decoder, and its error
     if importlib.util.find_spec("torch") is None:
         return True
     try:
@@ -80,30 +81,15 @@ def decode_parsed(
     """Unpacked files → uint8 images, as `codec.images.decompress_parsed`: every size and
     model checked before any decoding, same-size files sharing network calls, a failure
     naming the first bad file (`names`: one per file)."""
-
-    def named(i: int, exc: BlendaeError) -> BlendaeError:
-        return BlendaeError(f"{names[i]}: {exc}") if names is not None else exc
-
-    for i, (header, _) in enumerate(parsed):
-        try:
-            check_size(header.height, header.width)  # only a forged file can fail here
-        except BlendaeError as exc:
-            raise named(i, exc) from exc
+    named = naming(names)
+    groups = limits.groups(parsed, named)
     out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(parsed)
-    groups: dict[tuple[bytes, int, int], list[int]] = {}
-    for i, (header, _) in enumerate(parsed):
-        groups.setdefault((header.model_id, header.height, header.width), []).append(i)
     decoders = {key: decoder_for(key[0], model, extra) for key in groups}  # refuse first
     for key, members in groups.items():
         decoder, (_, h, w) = decoders[key], key
         size = (h + -h % decoder.stride, w + -w % decoder.stride)
         for chunk in batches(members, size[0] * size[1]):
-            strings = []
-            for i in chunk:
-                try:
-                    strings.append(container.split_strings(parsed[i][1], 1)[0])
-                except BlendaeError as exc:
-                    raise named(i, exc) from exc
+            strings = [one for (one,) in limits.strings_of(parsed, chunk, 1, named)]
             x_hat = _decode_chunk(decoder, chunk, strings, size, named)[:, :h, :w]
             for k, i in enumerate(chunk):
                 channels = parsed[i][0].channels
@@ -117,7 +103,7 @@ def _decode_chunk(
     chunk: list[int],
     strings: list[bytes],
     size: tuple[int, int],
-    named: Callable[[int, BlendaeError], BlendaeError],
+    named: Named,
 ) -> np.ndarray:
     """Decode same-size files together; if one is bad, raise the first bad one's error."""
     try:
