@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from blendae.ans import GaussianTables, decode_signs, encode_signs
+from blendae.ans import NUM_SCALES, GaussianTables, decode_signs, encode_signs
 from blendae.models.entropy import LIKELIHOOD_BOUND, PRECISION, _LowerBound
 
-SCALE_MIN, SCALE_MAX, NUM_SCALES = 0.11, 48.0, 64  # σ table: log-spaced, as in CompressAI
+SCALE_MIN, SCALE_MAX = 0.11, 48.0  # σ table of NUM_SCALES entries: log-spaced, as in CompressAI
 TAIL_SIGMAS = 6.5  # each table spans ±⌈6.5σ⌉ symbols; outside lies < 1e-10 of the mass
 # Latents are capped at ±2^16; beyond its table entry, one is coded with an escape (`ans`).
 LATENT_LIMIT = 2**16

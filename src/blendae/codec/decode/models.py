@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +85,17 @@ class Decoder:
         """One payload per image, all of padded size `size` → x_hat (B, H, W, 3) float32."""
         raise NotImplementedError
 
+    @cached_property
     def z_models(self) -> list[Any]:
+        """The factorized prior's coder models, one per channel."""
         return [ans.categorical(row) for row in self.weights["entropy_bottleneck._pmf"]]
 
     def factorized(
         self, strings: Sequence[bytes], size: tuple[int, int]
-    ) -> tuple[list, np.ndarray]:
+    ) -> tuple[list[Any], np.ndarray]:
         """Open the coders and pop each image's factorized latent: (coders, (B, h, w, C))."""
         coders = [ans.open_coder(s) for s in strings]
-        models = self.z_models()
+        models = self.z_models
         indices = [ans.decoding(lambda c=c: ans.decode_factorized(c, models, size)) for c in coders]
         offset = self.weights["entropy_bottleneck._offset"].astype(np.int64)
         latent = np.stack(indices).astype(np.int64) + offset[None, :, None, None]
@@ -106,8 +109,11 @@ class Factorized(Decoder):
         coders, y_hat = self.factorized(strings, (size[0] // self.stride, size[1] // self.stride))
         for coder in coders:
             ans.check_empty(coder)
-        g_s = network(FACTORIZED_G_S[self.stride.bit_length() - 1], "g_s", self.weights, False)
-        return _in_bands(g_s, y_hat, self.stride)
+        return _in_bands(self.g_s, y_hat, self.stride)
+
+    @cached_property
+    def g_s(self) -> list[Layer]:
+        return network(FACTORIZED_G_S[self.stride.bit_length() - 1], "g_s", self.weights, False)
 
 
 class Hyperprior(Decoder):
