@@ -13,11 +13,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import constriction
 import numpy as np
 import pytest
 
+from blendae import ans
 from blendae.codec import container, decode, files, images
 from blendae.codec.decode import layers
 from blendae.codec.decode import models as decode_models
@@ -241,3 +244,53 @@ def test_a_fresh_environment_with_only_the_decoder_s_packages_decodes(tmp_path: 
     if result.returncode == 3:  # the script's code for "cannot build the environment here"
         pytest.skip(result.stderr.strip().splitlines()[-1])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _documented_decoder(data: bytes) -> tuple[Callable[[list[int]], int], Callable[[], int]]:
+    """docs/format.md's ANS decoder in plain Python: (pop a symbol of integer
+    probabilities, the state)."""
+    data += b"\0" * (-len(data) % 4)
+    words = [int.from_bytes(data[i : i + 4], "little") for i in range(0, len(data), 4)]
+    state = 0
+    if words:
+        assert words[-1] != 0
+        state = words.pop()
+        if words:
+            state = (state << 32) | words.pop()
+
+    def pop(pmf: list[int]) -> int:
+        nonlocal state
+        q, c = state % (1 << 24), 0
+        for s, p in enumerate(pmf):
+            if c <= q < c + p:
+                state = (state >> 24) * p + (q - c)
+                if state < 1 << 32 and words:
+                    state = (state << 32) | words.pop()
+                return s
+            c += p
+        raise AssertionError("the probabilities do not sum to 2**24")
+
+    return pop, lambda: state
+
+
+def test_format_md_s_ans_arithmetic_decodes_constriction_s_words() -> None:
+    """The rules of 'The ANS decoder' and its models, run as written, pop what the encoder
+    pushed (a Gauss table, the escape lengths, raw bits) and end on state 0."""
+    weights = decode.load_decoder("q2").weights
+    r = int(weights["gaussian._radius"][20])
+    table = weights["gaussian._pmf"][20, : 2 * r + 1].astype(int).tolist()
+    escape = ans._escape_pmf().tolist()
+    rng = np.random.default_rng(3)
+    pushed = [
+        (table, rng.integers(0, len(table), 300)),
+        (escape, rng.integers(0, 17, 50)),
+        ([1 << 19] * 32, rng.integers(0, 32, 40)),  # Uniform(2**5): 2**19 each
+    ]
+    coder = constriction.stream.stack.AnsCoder()
+    models = [ans.categorical(table), ans.ESCAPE_MODEL, ans.UNIFORM[5]]
+    for (_, symbols), model in reversed(list(zip(pushed, models, strict=True))):
+        coder.encode_reverse(symbols.astype(np.int32), model)
+    pop, state = _documented_decoder(ans.coder_bytes(coder))
+    for pmf, symbols in pushed:
+        assert [pop(pmf) for _ in symbols] == symbols.tolist()
+    assert state() == 0
