@@ -51,6 +51,18 @@ PY
 mkdir "$work/out"
 PYTHONPATH="$root/src" "$venv/bin/python" -m blendae decompress "$work"/*.bae -o "$work/out" \
     >/dev/null
+# Compressing there is one clear error (exit 2), not a traceback.
+set +e
+PYTHONPATH="$root/src" "$venv/bin/python" -m blendae compress "$work/q0-0.torch.png" \
+    -o "$work/again.bae" 2>"$work/compress.err"
+code=$?
+set -e
+if [ "$code" != 2 ] || ! grep -q "compressing needs torch" "$work/compress.err"; then
+    cat "$work/compress.err" >&2
+    echo "compress without torch: exit $code, not the one-line error" >&2
+    exit 1
+fi
+
 "$python" - "$work" <<'PY'
 import sys
 from pathlib import Path

@@ -7,13 +7,12 @@ failure is one error.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from blendae.codec import container
+from blendae.codec import container, decode
 from blendae.codec.limits import check_size
 from blendae.errors import BlendaeError
 from blendae.imagefiles import IMAGE_SUFFIXES, expand, plan_targets, read_image, write_all
@@ -69,6 +68,8 @@ def compress_files(
     sources = expand(inputs, IMAGE_SUFFIXES, "images", recursive, report.notes)
     targets = plan_targets(sources, out, (".bae",), force)
     images = [read_image(s.path, report.notes, check_size) for s in sources]
+    if not decode.torch_installed():
+        raise BlendaeError("compressing needs torch (decompressing does not); install torch")
     from blendae.codec.images import compress_batch  # torch, only when there is work
 
     datas = compress_batch(images, model)
@@ -120,10 +121,7 @@ def decompress_parsed(
     """Decode with the torch-free decoder when it is faster for the job (a few files: it
     starts in a fraction of the time importing torch takes) or torch is missing, else with
     torch; both give the same pixels (`decode.handles` sends the rest to torch)."""
-    from blendae.codec import decode  # numpy's decoder: imported for decompress only
-
-    no_torch = importlib.util.find_spec("torch") is None
-    if (len(parsed) < TORCH_FROM or no_torch) and decode.handles(parsed, model):
+    if (len(parsed) < TORCH_FROM or not decode.torch_installed()) and decode.handles(parsed, model):
         return decode.decode_parsed(parsed, model, names)
     from blendae.codec.images import decompress_parsed as with_torch
 

@@ -22,7 +22,15 @@ from blendae.codec.limits import Named, batches, naming
 from blendae.codec.zoo import unknown_model, zoo_entries, zoo_folder
 from blendae.errors import BlendaeError
 
-__all__ = ["Decoder", "decode", "decode_parsed", "decoder_for", "handles", "load_decoder"]
+__all__ = [
+    "Decoder",
+    "decode",
+    "decode_parsed",
+    "decoder_for",
+    "handles",
+    "load_decoder",
+    "torch_installed",
+]
 
 
 @lru_cache(maxsize=16)
@@ -56,6 +64,14 @@ def decode(data: bytes, models: Sequence[Decoder] = ()) -> np.ndarray:
     return decode_parsed([container.unpack(bytes(data))], extra=models)[0]
 
 
+def torch_installed() -> bool:
+    """Whether torch can be imported here (without importing it)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def handles(parsed: list[tuple[container.Header, bytes]], model: str | None) -> bool:
     """Whether these files decode here to the torch decoder's pixels: not with a run folder
     as `model`, nor (while torch is installed) by a model whose networks are not exact.
@@ -63,7 +79,7 @@ def handles(parsed: list[tuple[container.Header, bytes]], model: str | None) -> 
     stored = model is None or model in zoo_entries() or model.endswith(".json")
     if not stored or (model is not None and model.endswith(".json") and not Path(model).is_file()):
         return False  # a run folder, or no such file: torch's decoder, and its error
-    if importlib.util.find_spec("torch") is None:
+    if not torch_installed():
         return True
     try:
         decoders = {decoder_for(header.model_id, model) for header, _ in parsed}
