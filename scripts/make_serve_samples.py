@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from blendae.data.blend import blend, to_pixels
+from blendae.data import to_pixels
+from blendae.data.blend import blend
 from blendae.data.formats import read_cifar, read_mnist
 
 COUNT = 16

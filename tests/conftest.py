@@ -39,13 +39,20 @@ CIFAR_BINARY, CIFAR_PYTHON = CIFAR_ARCHIVES["binary"], CIFAR_ARCHIVES["python"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip tests marked `mirror` unless BLENDAE_MIRROR points at the real dataset files."""
-    if os.environ.get("BLENDAE_MIRROR"):
-        return
-    skip = pytest.mark.skip(reason="needs the real dataset mirror: set BLENDAE_MIRROR")
+    """Skip tests marked `mirror` unless BLENDAE_MIRROR points at the real dataset files,
+    and tests marked `slow` unless BLENDAE_SLOW_TESTS=1."""
+    skips = {
+        "mirror": None
+        if os.environ.get("BLENDAE_MIRROR")
+        else pytest.mark.skip(reason="needs the real dataset mirror: set BLENDAE_MIRROR"),
+        "slow": None
+        if os.environ.get("BLENDAE_SLOW_TESTS") == "1"
+        else pytest.mark.skip(reason="slow: set BLENDAE_SLOW_TESTS=1"),
+    }
     for item in items:
-        if "mirror" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if skip is not None and marker in item.keywords:
+                item.add_marker(skip)
 
 
 # ---------------------------------------------------------------- official formats, tiny

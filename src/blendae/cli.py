@@ -24,7 +24,7 @@ from blendae.data import PRESETS
 from blendae.data.formats import CIFAR_VARIANTS
 from blendae.data.spec import AUGMENTS, EXAMPLES, PAIRINGS, PRESET_NAMES, parse_spec
 from blendae.errors import BlendaeError
-from blendae.models import MODELS
+from blendae.models.names import MODEL_NAMES as MODELS  # the names only: no torch
 
 TRAIN_EXAMPLES = """examples:
   blendae run                                   the default model, 50 epochs (~36 min, 2 cores)

@@ -8,9 +8,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from blendae import models
 from blendae.data.spec import PAIRINGS, PRESET_NAMES, STUDY, check_augments, parse_spec
 from blendae.errors import BlendaeError
-from blendae.models import DEFAULT_MODEL, MODELS
+from blendae.models.names import DEFAULT_MODEL
 
 PROTOCOLS = ("minibatch", "seed-fullbatch")
 LR_SCHEDULES = ("constant", "cosine")
@@ -90,7 +91,7 @@ class RunConfig:
         choices = {
             "preset": PRESET_NAMES,
             "pairing": PAIRINGS,
-            "model": tuple(MODELS),
+            "model": tuple(models.MODELS),  # the registry (torch) only now: not at import
             "protocol": PROTOCOLS,
             "lr_schedule": LR_SCHEDULES,
             "device": DEVICES,

@@ -10,10 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blendae.codec import container
-from blendae.codec.images import check_size, compress_batch, decompress_parsed
+import numpy as np
+
+from blendae.codec import container, decode
+from blendae.codec.limits import check_size
 from blendae.errors import BlendaeError
 from blendae.imagefiles import IMAGE_SUFFIXES, expand, plan_targets, read_image, write_all
+
+# From this many files on, torch's faster decoding may pay for importing it (~2 s): the
+# torch-free decoder ran at 0.4-2.2x torch's speed (benchmarks/decode_anywhere.py, busy
+# 2-core machine), so below ~450 files it was never slower.
+TORCH_FROM = 500
 
 
 @dataclass
@@ -61,6 +68,10 @@ def compress_files(
     sources = expand(inputs, IMAGE_SUFFIXES, "images", recursive, report.notes)
     targets = plan_targets(sources, out, (".bae",), force)
     images = [read_image(s.path, report.notes, check_size) for s in sources]
+    if not decode.torch_installed():
+        raise BlendaeError("compressing needs torch (decompressing does not); install torch")
+    from blendae.codec.images import compress_batch  # torch, only when there is work
+
     datas = compress_batch(images, model)
     report.bytes_in = sum(s.path.stat().st_size for s in sources)
     report.pixels = sum(im.shape[0] * im.shape[1] for im in images)
@@ -102,3 +113,16 @@ def decompress_files(
     ]
     write_all(targets, writers, force)
     return report.wrote(targets)
+
+
+def decompress_parsed(
+    parsed: list[tuple[container.Header, bytes]], model: str | None, names: list[str]
+) -> list[np.ndarray]:
+    """Decode with the torch-free decoder when it is faster for the job (a few files: it
+    starts in a fraction of the time importing torch takes) or torch is missing, else with
+    torch; both give the same pixels (`decode.handles` sends the rest to torch)."""
+    if (len(parsed) < TORCH_FROM or not decode.torch_installed()) and decode.handles(parsed, model):
+        return decode.decode_parsed(parsed, model, names)
+    from blendae.codec.images import decompress_parsed as with_torch
+
+    return with_torch(parsed, model, names)

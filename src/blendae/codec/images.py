@@ -9,20 +9,18 @@ pixels at a time; the model codes a larger image in tiles, so memory stays bound
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from blendae.codec import container
+from blendae.codec import container, limits
+from blendae.codec.limits import Named, batches, check_size, naming
 from blendae.codec.loader import Codec, codec_for, load_codec
 from blendae.data import from_pixels, to_pixels
 from blendae.errors import BlendaeError
-
-BATCH_PIXELS = 1 << 16  # pixels per network call: 64 images of 32×32 ran fastest here (see README)
-MAX_PIXELS = 1 << 22  # the largest image coded (2048×2048); memory is bounded by the tiling
 
 
 def check_image(image: np.ndarray) -> tuple[int, int, int]:
@@ -39,18 +37,6 @@ def check_image(image: np.ndarray) -> tuple[int, int, int]:
     h, w, c = image.shape
     check_size(h, w)
     return h, w, c
-
-
-def check_size(height: int, width: int) -> None:
-    """A `BlendaeError` unless an image of this size can be coded (and decoded)."""
-    if not (1 <= height <= container.MAX_SIDE and 1 <= width <= container.MAX_SIDE) or (
-        height * width > MAX_PIXELS
-    ):
-        raise BlendaeError(
-            f"image size {width}x{height} (width x height) is not supported: sides "
-            f"1..{container.MAX_SIDE} pixels and at most {MAX_PIXELS} pixels in all (2048x2048)"
-            "; crop or downscale it"
-        )
 
 
 def to_input(images: Sequence[np.ndarray], codec: Codec) -> Tensor:
@@ -80,13 +66,6 @@ def reconstruct(images: Sequence[np.ndarray], model: str | None = None) -> np.nd
     with torch.inference_mode():
         x_hat = codec.model(to_input(images, codec))["x_hat"][:, :, :h, :w]
     return to_uint8(x_hat, codec, 3)
-
-
-def batches(members: list[int], pixels: int, budget: int = BATCH_PIXELS) -> list[list[int]]:
-    """Same-size images (`pixels` each) grouped so that one network call sees at most
-    `budget` pixels (an image larger than that goes alone; the model tiles it)."""
-    per_call = max(1, budget // max(pixels, 1))
-    return [members[i : i + per_call] for i in range(0, len(members), per_call)]
 
 
 def compress_batch(images: Sequence[np.ndarray], model: str | None = None) -> list[bytes]:
@@ -132,30 +111,16 @@ def decompress_parsed(
     the errors that concern one file.
     """
 
-    def named(i: int, exc: BlendaeError) -> BlendaeError:
-        return BlendaeError(f"{names[i]}: {exc}") if names is not None else exc
-
-    for i, (header, _) in enumerate(parsed):
-        try:
-            check_size(header.height, header.width)  # only a forged file can fail here
-        except BlendaeError as exc:
-            raise named(i, exc) from exc
+    named = naming(names)
+    groups = limits.groups(parsed, named)
     out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(parsed)
-    groups: dict[tuple[bytes, int, int], list[int]] = {}
-    for i, (header, _) in enumerate(parsed):
-        groups.setdefault((header.model_id, header.height, header.width), []).append(i)
     codecs = {key: codec_for(key[0], model) for key in groups}  # refuse before any decoding
     for key, members in groups.items():
         codec, (_, h, w) = codecs[key], key
         stride = codec.model.stride
         size = (h + -h % stride, w + -w % stride)  # the padded image the model coded
         for chunk in batches(members, size[0] * size[1]):
-            strings = []
-            for i in chunk:
-                try:
-                    strings.append(container.split_strings(parsed[i][1], codec.model.num_strings))
-                except BlendaeError as exc:
-                    raise named(i, exc) from exc
+            strings = limits.strings_of(parsed, chunk, codec.model.num_strings, named)
             try:
                 with torch.inference_mode():
                     x_hat = codec.model.decompress(strings, size)[:, :, :h, :w]
@@ -177,7 +142,7 @@ def _name_the_bad_file(
     chunk: list[int],
     strings: list[list[bytes]],
     size: tuple[int, int],
-    named: Callable[[int, BlendaeError], BlendaeError],
+    named: Named,
 ) -> None:
     """A batch failed to decode: find its first bad file and raise that file's error."""
     for i, one in zip(chunk, strings, strict=True):

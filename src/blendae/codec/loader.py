@@ -1,9 +1,8 @@
 """Which codec model codes a file: shipped models and run folders, loaded and identified.
 
 A codec is a trained `CompressionModel` with frozen tables, the input space (preset) it
-was trained in, and the 4-byte identifier its `.bae` files carry. Shipped models live in
-`blendae/zoo/` as `NAME.safetensors` (weights and integer tables) and `NAME.json` (what
-trained them, their id and preset).
+was trained in, and the 4-byte identifier its `.bae` files carry. Shipped models are
+listed by `codec.zoo`.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +21,10 @@ from torch import nn
 
 from blendae import runs
 from blendae.codec import container
+from blendae.codec.zoo import DEFAULT, unknown_model, zoo_entries, zoo_folder
 from blendae.data import PRESETS, Space
 from blendae.errors import BlendaeError
 from blendae.models import CompressionModel, build_model
-
-DEFAULT = "q3"  # the operating point `blendae compress` uses without --model
 
 
 @dataclass(frozen=True)
@@ -40,20 +37,6 @@ class Codec:
     # the input space the model was trained in: a study preset's name, or a run's own
     # space (a model trained on other --data); see `blendae.data.to_pixels`
     preset: Space | str
-
-
-def zoo_folder() -> Path:
-    return Path(str(resources.files("blendae") / "zoo"))
-
-
-@lru_cache(maxsize=1)
-def zoo_entries() -> dict[str, dict[str, Any]]:
-    """Name → metadata of every shipped codec model, in name order."""
-    found: dict[str, dict[str, Any]] = {}
-    for meta_path in sorted(zoo_folder().glob("q*.json")):
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        found[meta["name"]] = meta
-    return found
 
 
 def model_id(model: nn.Module) -> bytes:
@@ -124,17 +107,5 @@ def codec_for(ident: bytes, model: str | None) -> Codec:
     for name, meta in zoo_entries().items():
         if meta["id"] == ident.hex():
             return load_codec(name)
-    earlier = json.loads((zoo_folder() / "earlier.json").read_text(encoding="utf-8"))
-    hint = "pass the run folder of the model that made it with --model"
-    if ident.hex() in earlier:  # a model an earlier release shipped
-        known = earlier[ident.hex()]
-        hint = (
-            f"it is blendae {known['release']}'s {known['model']}, kept in the source "
-            f"repository: pass --model {known['path']} (or decode it with blendae "
-            f"{known['release']})"
-        )
-    raise BlendaeError(
-        f"the file was made by codec model {ident.hex()}, which is "
-        + (f"not {model!r} (id {load_codec(model).model_id.hex()}) nor " if model else "not ")
-        + f"a shipped model; {hint}"
-    )
+    asked_id = load_codec(model).model_id.hex() if model else None
+    raise unknown_model(ident, model, asked_id)

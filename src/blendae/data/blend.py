@@ -24,7 +24,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from blendae.data.formats import CIFAR_VARIANTS, OFFICIAL_COUNTS, Counts, read_cifar, read_mnist
-from blendae.data.normalize import Preset, get_preset, study_space
+from blendae.data.normalize import study_space
+from blendae.data.presets import Preset, get_preset
 from blendae.data.sources import fetch, resolve_cache, resolve_mirror, verified_sha256
 from blendae.errors import BlendaeError
 from blendae.files import atomic_write, ensure_dir, file_lock, write_json

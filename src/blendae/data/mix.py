@@ -29,10 +29,10 @@ from blendae.data.normalize import (
     Norm,
     Space,
     channel_stats,
-    get_preset,
     space_of,
     study_space,
 )
+from blendae.data.presets import get_preset
 from blendae.data.sources import fetch, resolve_cache, resolve_mirror
 from blendae.data.spec import FOLDER, PAIRINGS, STUDY, DataSpec, check_augments, parse_spec
 from blendae.data.transforms import augment

@@ -19,43 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from blendae.data.presets import Preset, get_preset, pixel_range
 from blendae.errors import BlendaeError
-
-RGB = tuple[float, float, float]
-
-
-@dataclass(frozen=True)
-class Preset:
-    """The study's per-channel normalization of each of its two sources."""
-
-    name: str
-    cifar_mean: RGB
-    cifar_std: RGB
-    mnist_mean: RGB
-    mnist_std: RGB
-
-
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in (
-        # The study's: CIFAR to [-1, 1]; MNIST (as RGB) with the ImageNet statistics.
-        Preset(
-            "seed", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-        ),
-        # No normalization: both stay in [0, 1], so the blend is the pixel mean image / 255.
-        Preset("unit", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-    )
-}
-
-
-def get_preset(name: str) -> Preset:
-    """The study's preset called `name`."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise BlendaeError(
-            f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}"
-        ) from None
 
 
 @dataclass(frozen=True)
@@ -144,14 +109,8 @@ def space_of(norms: list[Norm], channels: int) -> Space:
 
 def study_space(preset: Preset | str) -> Space:
     """The space of the study's blend under `preset` (float64, as 0.5 computed it)."""
-    p = get_preset(preset) if isinstance(preset, str) else preset
-    mm, sm, cm, sc = (
-        torch.tensor(v, dtype=torch.float64)
-        for v in (p.mnist_mean, p.mnist_std, p.cifar_mean, p.cifar_std)
-    )
-    lo = (-mm / sm - cm / sc) / 2
-    hi = ((1 - mm) / sm + (1 - cm) / sc) / 2
-    return Space(tuple(lo.tolist()), tuple(hi.tolist()))
+    lo, hi = pixel_range(get_preset(preset) if isinstance(preset, str) else preset)
+    return Space(tuple(lo), tuple(hi))
 
 
 def as_space(space: Space | Preset | str) -> Space:

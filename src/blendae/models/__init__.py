@@ -1,15 +1,19 @@
-"""Models: building blocks, entropy models, the model contract, and the registry."""
+"""Models: building blocks, entropy models, the model contract, and the registry.
 
-from blendae.models.base import CompressionModel, SeparationModel
-from blendae.models.entropy import bits_per_pixel
-from blendae.models.registry import DEFAULT_MODEL, MODELS, build_model, is_separator
+The names below load their module on first use (`blendae.lazy`), so `models.names` imports
+without torch.
+"""
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "MODELS",
-    "CompressionModel",
-    "SeparationModel",
-    "bits_per_pixel",
-    "build_model",
-    "is_separator",
-]
+from blendae.lazy import attributes
+
+_HOMES = {
+    "CompressionModel": "base",
+    "SeparationModel": "base",
+    "bits_per_pixel": "entropy",
+    "DEFAULT_MODEL": "names",
+    "MODELS": "registry",
+    "build_model": "registry",
+    "is_separator": "registry",
+}
+__all__ = sorted(_HOMES)
+__getattr__ = attributes(__name__, _HOMES)

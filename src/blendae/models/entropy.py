@@ -11,8 +11,8 @@ for bit; only `compress`/`decompress` touch the coder.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import constriction
 import numpy as np
@@ -20,15 +20,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from blendae.errors import BlendaeError
+from blendae.ans import (
+    PRECISION,
+    categorical,
+    check_empty,
+    coder_bytes,
+    decode_factorized,
+    decoding,
+    open_coder,
+)
 
-PRECISION = 24  # bits of the integer probabilities: constriction's default coders use 24
 TAIL_MASS = 1e-7  # mass per side left outside a channel's table (clamped to its edge symbol)
 MAX_SUPPORT = 255  # widest table; wider latents are clamped (a model bug, not an input error)
 LIKELIHOOD_BOUND = 1e-9  # keeps -log2(likelihood) finite while training
 
 QUANTIZE_MODES = ("noise", "dequantize", "symbols")
-T = TypeVar("T")
 
 
 def quantize(x: Tensor, mode: str) -> Tensor:
@@ -50,14 +56,6 @@ def bits_per_pixel(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
     """The rate: −Σ log2 p over every latent, per image pixel (0 when there are no latents)."""
     total = sum((torch.log(lik.float()).sum() for lik in likelihoods.values()), torch.zeros(()))
     return -total / (math.log(2) * num_pixels)
-
-
-def _words_to_bytes(words: np.ndarray) -> bytes:
-    """ANS words → little-endian bytes without up to 3 trailing zero bytes (the last word is
-    often small); a reader pads with zero bytes to a multiple of 4."""
-    data = words.astype("<u4").tobytes()
-    strip = min(3, len(data) - len(data.rstrip(b"\0")))
-    return data[: len(data) - strip]
 
 
 class _LowerBound(torch.autograd.Function):
@@ -202,9 +200,7 @@ class EntropyBottleneck(nn.Module):
     def coder_probabilities(self) -> np.ndarray:
         """(C, L) float32 weights `pmf - 1` for constriction's `Categorical(perfect=False)`.
 
-        constriction maps a row r to the integer CDF floor(Σ_{j<i} r_j · s) + i with
-        s = (2**PRECISION - L) / Σ r. With r = pmf - 1 (integers; every partial sum < 2**24 is
-        exact in float32) s is exactly 1, so the coder uses exactly the stored integers.
+        With these weights the coder uses exactly the stored integers (`ans.categorical`).
         """
         self._require_tables()
         return (self._pmf.cpu().numpy().astype(np.int64) - 1).astype(np.float32)
@@ -212,10 +208,8 @@ class EntropyBottleneck(nn.Module):
     def _channel_models(self) -> list[Any]:
         """One constriction categorical per channel, built once from the frozen tables."""
         if self._coder_models is None:
-            self._coder_models = [
-                constriction.stream.model.Categorical(row, perfect=False)
-                for row in self.coder_probabilities()
-            ]
+            self._require_tables()
+            self._coder_models = [categorical(row) for row in self._pmf.cpu().numpy()]
         return self._coder_models
 
     def indices(self, y: Tensor) -> Tensor:
@@ -237,9 +231,7 @@ class EntropyBottleneck(nn.Module):
 
     def decode_from(self, coder: Any, size: tuple[int, int]) -> np.ndarray:
         """Pop one image's table indices (C, H, W) off an ANS coder."""
-        n = size[0] * size[1]
-        decoded = [coder.decode(model, n) for model in self._channel_models()]
-        return np.stack(decoded).reshape(-1, *size)
+        return decode_factorized(coder, self._channel_models(), size)
 
     def compress(self, y: Tensor) -> list[bytes]:
         """Latent y (B, C, H, W) → one ANS byte string per image.
@@ -265,27 +257,3 @@ class EntropyBottleneck(nn.Module):
             indices.append(decoding(lambda c=coder: self.decode_from(c, size)))
             check_empty(coder)
         return self.dequantize(torch.from_numpy(np.stack(indices)))
-
-
-def coder_bytes(coder: Any) -> bytes:
-    """An ANS coder's words as the payload bytes (`_words_to_bytes`)."""
-    return _words_to_bytes(coder.get_compressed())
-
-
-def open_coder(data: bytes) -> Any:
-    """An ANS decoder over payload bytes (zero-padded to whole 32-bit words)."""
-    words = np.frombuffer(data + b"\0" * (-len(data) % 4), dtype="<u4").astype(np.uint32)
-    return decoding(lambda: constriction.stream.stack.AnsCoder(words))
-
-
-def decoding(step: Callable[[], T]) -> T:
-    """Run one decoding step; the coder's errors on a malformed stream become `BlendaeError`."""
-    try:
-        return step()
-    except (ValueError, RuntimeError) as exc:
-        raise BlendaeError(f"corrupt .bae payload: {exc}") from exc
-
-
-def check_empty(coder: Any) -> None:
-    if not coder.is_empty():
-        raise BlendaeError("corrupt .bae payload: data left over after the last symbol")

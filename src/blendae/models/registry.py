@@ -17,6 +17,7 @@ from blendae.models.base import SeparationModel
 from blendae.models.conv import ConvAutoencoder
 from blendae.models.factorized import FactorizedPrior
 from blendae.models.hyperprior import MeanScaleHyperprior
+from blendae.models.names import DEFAULT_MODEL, MODEL_NAMES
 from blendae.models.seed import SeedAutoencoder
 from blendae.models.separation import UNetSeparator
 
@@ -42,7 +43,9 @@ MODELS: dict[str, ModelSpec] = {
     ),
 }
 
-DEFAULT_MODEL = "conv"
+
+if tuple(MODELS) != MODEL_NAMES or DEFAULT_MODEL not in MODELS:
+    raise ImportError("models.names.MODEL_NAMES must list the registry's models, in order")
 
 
 def is_separator(name: str) -> bool:

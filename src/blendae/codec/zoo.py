@@ -1,0 +1,52 @@
+"""The shipped codec models' records, read without loading any weights (so without torch):
+what `compress --help` lists, and which model a file's id names.
+
+Shipped models live in `blendae/zoo/` as `NAME.safetensors` (weights and integer tables)
+and `NAME.json` (what trained them, their id and preset); `earlier.json` names the models
+earlier releases shipped.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from blendae.errors import BlendaeError
+
+DEFAULT = "q3"  # the operating point `blendae compress` uses without --model
+
+
+def zoo_folder() -> Path:
+    return Path(str(resources.files("blendae") / "zoo"))
+
+
+@lru_cache(maxsize=1)
+def zoo_entries() -> dict[str, dict[str, Any]]:
+    """Name → metadata of every shipped codec model, in name order."""
+    found: dict[str, dict[str, Any]] = {}
+    for meta_path in sorted(zoo_folder().glob("q*.json")):
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        found[meta["name"]] = meta
+    return found
+
+
+def unknown_model(ident: bytes, asked: str | None, asked_id: str | None) -> BlendaeError:
+    """The error for a file whose model id `ident` is neither the model `asked` for (with id
+    `asked_id`) nor a shipped one; it names the release that shipped it, if one did."""
+    earlier = json.loads((zoo_folder() / "earlier.json").read_text(encoding="utf-8"))
+    hint = "pass the run folder of the model that made it with --model"
+    if ident.hex() in earlier:  # a model an earlier release shipped
+        known = earlier[ident.hex()]
+        hint = (
+            f"it is blendae {known['release']}'s {known['model']}, kept in the source "
+            f"repository: pass --model {known['path']} (or decode it with blendae "
+            f"{known['release']})"
+        )
+    return BlendaeError(
+        f"the file was made by codec model {ident.hex()}, which is "
+        + (f"not {asked!r} (id {asked_id}) nor " if asked else "not ")
+        + f"a shipped model; {hint}"
+    )
