@@ -29,7 +29,7 @@ from conftest import (
 )
 
 CPU = torch.device("cpu")
-REFERENCE = json.loads((Path(__file__).parent / "data" / "study-0.5.json").read_text())
+REFERENCE = json.loads((Path(__file__).parent / "data" / "runs" / "study-0.5.json").read_text())
 
 
 @pytest.fixture
