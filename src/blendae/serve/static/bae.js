@@ -293,7 +293,8 @@ function tensor(tensors, name, shape) {
 }
 
 /** ExactConv: weights w = B·w₁ + w₀ in two digits, stored combined as w₁·2^26 + w₀, laid out
- * [ky][kx][cin][cout] so that the inner loop runs over output channels. */
+ * [group of 4 output channels][ky][kx][cin][4] for the kernel in `runConv` (output channels
+ * padded with zero weights to a multiple of 4). */
 function exactConv(tensors, prefix, amaxName, { shuffle = false, relu = false } = {}) {
   const w = tensor(tensors, `${prefix}.weight`, [0, 0, 0, 0]);
   const [cout, cin, k] = w.shape;
@@ -301,7 +302,8 @@ function exactConv(tensors, prefix, amaxName, { shuffle = false, relu = false } 
   const digit = Math.floor(2 ** 24 / (fanIn * (ACT_LIMIT + 1)));
   const base = 2 * digit + 1;
   const step = activationStep(tensors, amaxName);
-  const weight = new Float64Array(fanIn * cout);
+  const groups = Math.ceil(cout / 4);
+  const weight = new Float64Array(groups * fanIn * 4);
   const scale = new Float64Array(cout);
   const bias = new Float64Array(cout);
   const b = tensors.get(`${prefix}.bias`);
@@ -313,7 +315,7 @@ function exactConv(tensors, prefix, amaxName, { shuffle = false, relu = false } 
       for (let t = 0; t < k * k; t++) {
         const level = rint(w.values[o * fanIn + c * k * k + t] / wstep);
         const high = rint(level / base);
-        weight[(t * cin + c) * cout + o] = high * SPLIT + (level - high * base);
+        weight[(((o >> 2) * k * k + t) * cin + c) * 4 + (o & 3)] = high * SPLIT + (level - high * base);
       }
     }
     scale[o] = fround(wstep * step);
@@ -322,20 +324,21 @@ function exactConv(tensors, prefix, amaxName, { shuffle = false, relu = false } 
   return { kind: "conv", cin, cout, k, base, step: fround(step), weight, scale, bias, shuffle, relu };
 }
 
-/** ExactGDN: 12-bit integer γ, squares summed exactly in float64. */
+/** ExactGDN: 12-bit integer γ, squares summed exactly in float64. γ is laid out
+ * [group of 4 outputs][input][4] for `runGdn` (outputs padded to a multiple of 4). */
 function exactGdn(tensors, prefix, amaxName, inverse) {
   const g = tensor(tensors, `${prefix}.gamma_sqrt`, [0, 0]);
   const beta = tensor(tensors, `${prefix}.beta_sqrt`, [0]).values;
   const c = beta.length;
   const step = activationStep(tensors, amaxName);
-  const gamma = new Float64Array(c * c); // gamma[j * c + i]: weight of input j in output i
+  const gamma = new Float64Array(Math.ceil(c / 4) * 4 * c);
   const scale = new Float64Array(c);
   const betaF = new Float64Array(c);
   for (let i = 0; i < c; i++) {
     let max = 0;
     for (let j = 0; j < c; j++) max = Math.max(max, g.values[i * c + j] ** 2);
     const gstep = Math.max(max, 1e-12) / GAMMA_LIMIT;
-    for (let j = 0; j < c; j++) gamma[j * c + i] = rint(g.values[i * c + j] ** 2 / gstep);
+    for (let j = 0; j < c; j++) gamma[((i >> 2) * c + j) * 4 + (i & 3)] = rint(g.values[i * c + j] ** 2 / gstep);
     scale[i] = fround(gstep * step * step);
     betaF[i] = fround(fround(beta[i] * beta[i]) + fround(1e-6)); // float32 β² + 1e-6
   }
@@ -343,61 +346,64 @@ function exactGdn(tensors, prefix, amaxName, inverse) {
 }
 
 // ---- the exact layers, run (activations height × width × channels, float32 values) --------
-function quantize(x, step) {
-  const a = new Int16Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    const v = rint(fround(x[i] / step));
-    a[i] = v > ACT_LIMIT ? ACT_LIMIT : v < -ACT_LIMIT ? -ACT_LIMIT : v;
+/** Quantized activations with a zero border of `pad` pixels (and slack for `runConv`'s
+ * pixel pairs), so every tap of every output pixel reads inside the array. */
+function quantizePadded(x, step, h, w, c, pad) {
+  const pw = w + 2 * pad;
+  const a = new Float64Array(((h + 2 * pad) * pw + 2) * c);
+  for (let i = 0; i < h; i++) {
+    for (let j = 0; j < w; j++) {
+      const from = (i * w + j) * c;
+      const to = ((i + pad) * pw + j + pad) * c;
+      for (let k = 0; k < c; k++) {
+        const v = rint(fround(x[from + k] / step));
+        a[to + k] = v > ACT_LIMIT ? ACT_LIMIT : v < -ACT_LIMIT ? -ACT_LIMIT : v;
+      }
+    }
   }
   return a;
 }
 
-const BLOCK = 16; // output pixels that share each loaded row of weights
+/** One output value from its exact digit sums: ((high·B + low)·scale + bias), float32. */
+function finish(layer, sum, o) {
+  const high = Math.round(sum * INV_SPLIT);
+  const v = fround(fround(fround(fround(high * layer.base) + (sum - high * SPLIT)) * layer.scale[o]) + layer.bias[o]);
+  return layer.relu && v < 0 ? 0 : v;
+}
 
+/** A stride-1 "same" convolution (then PixelShuffle(2) if the layer has it). Two output
+ * pixels × four output channels at a time, their eight sums in locals: each loaded
+ * activation and weight serves two or four exact multiply-adds. */
 function runConv(layer, x, h, w) {
-  const { cin, cout, k, base, weight, scale, bias, shuffle, relu } = layer;
-  const a = quantize(x, layer.step);
+  const { cin, cout, k, weight, shuffle } = layer;
   const pad = (k - 1) >> 1;
+  const a = quantizePadded(x, layer.step, h, w, cin, pad);
+  const pw = w + 2 * pad;
+  const span = k * cin; // one kernel row: contiguous in `a` and in `weight`
   const out = new Float32Array(h * w * cout);
-  const acc = new Float64Array(BLOCK * cout);
   const c4 = cout >> 2; // channels after the pixel shuffle
+  const put = (y, xx, o, v) => {
+    if (!shuffle) out[(y * w + xx) * cout + o] = v;
+    else out[((2 * y + ((o >> 1) & 1)) * 2 * w + 2 * xx + (o & 1)) * c4 + (o >> 2)] = v;
+  };
   for (let y = 0; y < h; y++) {
-    for (let x0 = 0; x0 < w; x0 += BLOCK) {
-      const x1 = Math.min(w, x0 + BLOCK);
-      acc.fill(0);
-      for (let ky = 0; ky < k; ky++) {
-        const iy = y + ky - pad;
-        if (iy < 0 || iy >= h) continue;
-        for (let kx = 0; kx < k; kx++) {
-          const lo = Math.max(x0, pad - kx);
-          const hi = Math.min(x1, w + pad - kx);
-          for (let c = 0; c < cin; c++) {
-            const wo = ((ky * k + kx) * cin + c) * cout;
-            let ai = (iy * w + lo + kx - pad) * cin + c;
-            for (let xx = lo; xx < hi; xx++, ai += cin) {
-              const v = a[ai];
-              if (v === 0) continue;
-              const ab = (xx - x0) * cout;
-              for (let o = 0; o < cout; o++) acc[ab + o] += v * weight[wo + o];
-            }
+    for (let xx = 0; xx < w; xx += 2) {
+      for (let g = 0; g < cout; g += 4) {
+        let s0 = 0, s1 = 0, s2 = 0, s3 = 0, t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+        for (let ky = 0; ky < k; ky++) {
+          const ab = ((y + ky) * pw + xx) * cin;
+          let wi = ((g >> 2) * k + ky) * span * 4;
+          for (let j = 0; j < span; j++, wi += 4) {
+            const u = a[ab + j];
+            const v = a[ab + cin + j];
+            const w0 = weight[wi], w1 = weight[wi + 1], w2 = weight[wi + 2], w3 = weight[wi + 3];
+            s0 += u * w0; s1 += u * w1; s2 += u * w2; s3 += u * w3;
+            t0 += v * w0; t1 += v * w1; t2 += v * w2; t3 += v * w3;
           }
         }
-      }
-      for (let xx = x0; xx < x1; xx++) {
-        const ab = (xx - x0) * cout;
-        for (let o = 0; o < cout; o++) {
-          const sum = acc[ab + o];
-          const high = Math.round(sum * INV_SPLIT);
-          let v = fround(fround(fround(fround(high * base) + (sum - high * SPLIT)) * scale[o]) + bias[o]);
-          if (relu && v < 0) v = 0;
-          if (shuffle) {
-            // PixelShuffle(2): channel o = 4c + 2i + j goes to pixel (2y + i, 2x + j), channel c
-            const oy = 2 * y + ((o >> 1) & 1);
-            const ox = 2 * xx + (o & 1);
-            out[(oy * 2 * w + ox) * c4 + (o >> 2)] = v;
-          } else {
-            out[(y * w + xx) * cout + o] = v;
-          }
+        const sums = [s0, s1, s2, s3, t0, t1, t2, t3];
+        for (let p = 0; p < 2 && xx + p < w; p++) {
+          for (let o = g; o < Math.min(g + 4, cout); o++) put(y, xx + p, o, finish(layer, sums[4 * p + o - g], o));
         }
       }
     }
@@ -407,24 +413,26 @@ function runConv(layer, x, h, w) {
 
 function runGdn(layer, x, h, w) {
   const { c, step, gamma, scale, beta, inverse } = layer;
-  const a = quantize(x, step);
+  const a = quantizePadded(x, step, h, w, c, 0);
   const out = new Float32Array(x.length);
   const squares = new Float64Array(c);
-  const sums = new Float64Array(c);
-  for (let p = 0; p < h * w; p++) {
-    const at = p * c;
-    sums.fill(0);
-    for (let j = 0; j < c; j++) {
-      const v = a[at + j];
-      if (v === 0) continue;
-      const sq = v * v;
-      const row = j * c;
-      for (let i = 0; i < c; i++) sums[i] += sq * gamma[row + i];
-    }
-    for (let i = 0; i < c; i++) {
-      squares[i] = fround(Math.sqrt(fround(fround(fround(sums[i]) * scale[i]) + beta[i])));
-      const xq = fround(a[at + i] * step);
-      out[at + i] = inverse ? fround(xq * squares[i]) : fround(xq / squares[i]);
+  const put = (at, i, sum) => {
+    const norm = fround(Math.sqrt(fround(fround(fround(sum) * scale[i]) + beta[i])));
+    const xq = fround(a[at + i] * step);
+    out[at + i] = inverse ? fround(xq * norm) : fround(xq / norm);
+  };
+  for (let at = 0; at < h * w * c; at += c) {
+    for (let j = 0; j < c; j++) squares[j] = a[at + j] * a[at + j];
+    for (let i = 0; i < c; i += 4) {
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let j = 0, gi = i * c; j < c; j++, gi += 4) {
+        const sq = squares[j];
+        s0 += sq * gamma[gi]; s1 += sq * gamma[gi + 1]; s2 += sq * gamma[gi + 2]; s3 += sq * gamma[gi + 3];
+      }
+      put(at, i, s0);
+      if (i + 1 < c) put(at, i + 1, s1);
+      if (i + 2 < c) put(at, i + 2, s2);
+      if (i + 3 < c) put(at, i + 3, s3);
     }
   }
   return [out, h, w];
