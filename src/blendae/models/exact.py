@@ -7,7 +7,7 @@ it breaks decoding (Ballé, Johnston & Minnen, "Integer networks for data compre
 latent-variable models", ICLR 2019). Here every convolution multiplies integers: 12-bit
 activations with weights (one scale per output channel) split into two small signed digits,
 both digit kernels in one call. Every partial sum stays below 2**24, so float32 adds it
-exactly in any order and on any machine. Everything else is one correctly rounded IEEE-754 float64
+exactly in any order and on any machine. Everything else is one correctly rounded IEEE-754
 operation at a time (multiply, add, divide, sqrt, round, max), which every CPU computes
 alike. GDN's squares are summed in float64, where they stay below 2**53.
 
@@ -122,7 +122,11 @@ class ExactGDN(_Derived):
         a = _quantize(x, self.step)
         squares = a.permute(0, 2, 3, 1).double().square_()  # (B, H, W, C), exact integers
         sums = torch.matmul(squares, self.gamma_t).float()  # exact, then one rounding
-        norm = sums.mul_(self.scale).add_(self.beta).sqrt_().permute(0, 3, 1, 2)
+        # torch's float32 sqrt (MKL's) is not correctly rounded: 1 in 6 results is one ulp
+        # off, and which ones may depend on the CPU. The float64 sqrt rounded to float32 is
+        # (its error is far below float32's rounding margin for a square root).
+        norm = sums.mul_(self.scale).add_(self.beta).double().sqrt_().float()
+        norm = norm.permute(0, 3, 1, 2)
         xq = a.mul_(self.step)
         return xq.mul_(norm) if self.inverse else xq.div_(norm)
 
