@@ -227,3 +227,16 @@ def test_the_compare_page_decodes_in_the_browser(page) -> None:  # noqa: F811
     assert "checksum mismatch" in status.inner_text()
     assert "your browser's decoder: corrupt or truncated .bae file" in status.inner_text()
     assert page.locator("#results figure").count() == 0
+
+
+def test_the_example_page_draws_the_sample(page, base_url: str) -> None:  # noqa: F811
+    """docs/browser.md's example, shipped as /static/example.html, with its sample file."""
+    page.goto(f"{base_url}/static/example.html")
+    page.wait_for_function("() => document.getElementById('out').width === 32")
+    drawn = page.evaluate(
+        "() => { const c = document.getElementById('out');"
+        " return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }"
+    )
+    expected = api.decompress((SAMPLES / "test-0613-q3.bae").read_bytes())
+    rgba = np.array(drawn, dtype=np.uint8).reshape(32, 32, 4)
+    assert np.array_equal(rgba[..., :3], expected) and (rgba[..., 3] == 255).all()
