@@ -28,7 +28,7 @@ BASELINES = [
     for i in range(5)
 ]
 PER_MODEL = 200  # files per shipped model
-PER_BASELINE = 20
+PER_BASELINE = 10
 TIME_BOUND_MS = 5_000  # the slowest file a test decodes (a forged 64×64) takes ~0.1 s
 
 # Decodes base64 files in the page; for each, its pixels (base64) or the error's name and
