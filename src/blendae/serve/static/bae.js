@@ -321,7 +321,7 @@ function exactConv(tensors, prefix, amaxName, { shuffle = false, relu = false } 
     scale[o] = fround(wstep * step);
     bias[o] = b ? fround(b.values[o]) : 0;
   }
-  return { kind: "conv", cin, cout, k, base, step: fround(step), weight, scale, bias, shuffle, relu };
+  return { kind: "conv", cin, cout, k, groups, base, step: fround(step), weight, scale, bias, shuffle, relu };
 }
 
 /** ExactGDN: 12-bit integer γ, squares summed exactly in float64. γ is laid out
@@ -371,40 +371,181 @@ function finish(layer, sum, o) {
   return layer.relu && v < 0 ? 0 : v;
 }
 
-/** A stride-1 "same" convolution (then PixelShuffle(2) if the layer has it). Two output
- * pixels × four output channels at a time, their eight sums in locals: each loaded
- * activation and weight serves two or four exact multiply-adds. */
-function runConv(layer, x, h, w) {
-  const { cin, cout, k, weight, shuffle } = layer;
-  const pad = (k - 1) >> 1;
-  const a = quantizePadded(x, layer.step, h, w, cin, pad);
-  const pw = w + 2 * pad;
+/** The exact sums Σ a · weight of a stride-1 "same" convolution, per output pixel and
+ * channel (pixel-major, channels padded to groups of 4), in JavaScript: two output pixels ×
+ * four channels at a time, their eight sums in locals, so each loaded activation serves four
+ * multiply-adds and each loaded weight two. */
+function convSums(layer, a, h, w, pw) {
+  const { cin, k, weight } = layer;
   const span = k * cin; // one kernel row: contiguous in `a` and in `weight`
-  const out = new Float32Array(h * w * cout);
-  const c4 = cout >> 2; // channels after the pixel shuffle
-  const put = (y, xx, o, v) => {
-    if (!shuffle) out[(y * w + xx) * cout + o] = v;
-    else out[((2 * y + ((o >> 1) & 1)) * 2 * w + 2 * xx + (o & 1)) * c4 + (o >> 2)] = v;
-  };
+  const cout = layer.groups * 4;
+  const sums = new Float64Array((h * w + 1) * cout);
   for (let y = 0; y < h; y++) {
     for (let xx = 0; xx < w; xx += 2) {
       for (let g = 0; g < cout; g += 4) {
         let s0 = 0, s1 = 0, s2 = 0, s3 = 0, t0 = 0, t1 = 0, t2 = 0, t3 = 0;
         for (let ky = 0; ky < k; ky++) {
           const ab = ((y + ky) * pw + xx) * cin;
-          let wi = ((g >> 2) * k + ky) * span * 4;
-          for (let j = 0; j < span; j++, wi += 4) {
-            const u = a[ab + j];
-            const v = a[ab + cin + j];
+          let wi = (g * k + ky * 4) * span;
+          for (let j = ab; j < ab + span; j++, wi += 4) {
+            const u = a[j];
+            const v = a[j + cin];
             const w0 = weight[wi], w1 = weight[wi + 1], w2 = weight[wi + 2], w3 = weight[wi + 3];
             s0 += u * w0; s1 += u * w1; s2 += u * w2; s3 += u * w3;
             t0 += v * w0; t1 += v * w1; t2 += v * w2; t3 += v * w3;
           }
         }
-        const sums = [s0, s1, s2, s3, t0, t1, t2, t3];
-        for (let p = 0; p < 2 && xx + p < w; p++) {
-          for (let o = g; o < Math.min(g + 4, cout); o++) put(y, xx + p, o, finish(layer, sums[4 * p + o - g], o));
-        }
+        const at = (y * w + xx) * cout + g; // the second pixel's sums land one pixel further
+        sums[at] = s0; sums[at + 1] = s1; sums[at + 2] = s2; sums[at + 3] = s3;
+        sums[at + cout] = t0; sums[at + cout + 1] = t1; sums[at + cout + 2] = t2; sums[at + cout + 3] = t3;
+      }
+    }
+  }
+  return sums;
+}
+
+// ---- the convolutions' sums in WebAssembly SIMD, where the browser has it ------------------
+// The same exact float64 sums as `runConv`'s JavaScript loop (any order gives the same
+// integers), two lanes at a time: the module is assembled here, from the instructions below,
+// so there is no binary to trust and no build step.
+const uleb = (n) => {
+  const out = [];
+  do {
+    let byte = n & 0x7f;
+    n >>>= 7;
+    if (n) byte |= 0x80;
+    out.push(byte);
+  } while (n);
+  return out;
+};
+const section = (id, bytes) => [id, ...uleb(bytes.length), ...bytes];
+
+/** conv(a, wt, out, h, w, cin, cout, k, pw): for each output pixel pair and group of four
+ * output channels, Σ a · weight over the kernel window into out[pixel][cout] (float64). */
+function convModuleBytes() {
+  const [A, WT, OUT, H, W, CIN, COUT, K, PW] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const [Y, X, G, KY, J, AB, WI, SPAN, CIN8, OB] = [9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
+  const [ACC0, ACC1, ACC2, ACC3, VP, VQ, W01, W23] = [19, 20, 21, 22, 23, 24, 25, 26];
+  const get = (i) => [0x20, i];
+  const set = (i) => [0x21, i];
+  const i32 = (v) => [0x41, ...uleb(v)]; // only small non-negative constants
+  const [add, mul, ge] = [0x6a, 0x6c, 0x4e];
+  const simd = (op) => [0xfd, ...uleb(op)];
+  const load = (offset) => [...simd(0), 3, ...uleb(offset)];
+  const store = (offset) => [...simd(11), 3, ...uleb(offset)];
+  const [splat, f64add, f64mul] = [simd(20), simd(240), simd(242)];
+  const zero = [...simd(12), ...new Array(16).fill(0)];
+  const loop = (counter, limit, body, step) => [
+    0x02, 0x40, 0x03, 0x40, // block, loop
+    ...get(counter), ...limit, ge, 0x0d, 1, // exit when counter >= limit
+    ...body,
+    ...get(counter), ...step, add, ...set(counter), 0x0c, 0, // counter += step, again
+    0x0b, 0x0b,
+  ];
+  const madd = (acc, v, w) => [...get(acc), ...get(v), ...get(w), ...f64mul, ...f64add, ...set(acc)];
+  const inner = [
+    ...get(AB), 0x2b, 3, 0, ...splat, ...set(VP),
+    ...get(AB), ...get(CIN8), add, 0x2b, 3, 0, ...splat, ...set(VQ),
+    ...get(WI), ...load(0), ...set(W01),
+    ...get(WI), ...load(16), ...set(W23),
+    ...madd(ACC0, VP, W01), ...madd(ACC1, VP, W23), ...madd(ACC2, VQ, W01), ...madd(ACC3, VQ, W23),
+    ...get(AB), ...i32(8), add, ...set(AB),
+    ...get(WI), ...i32(32), add, ...set(WI),
+  ];
+  const kernelRow = [
+    // ab = a + (((y + ky) * pw + x) * cin) * 8;  wi = wt + ((g * k + ky * 4) * span) * 8
+    ...get(Y), ...get(KY), add, ...get(PW), mul, ...get(X), add, ...get(CIN8), mul, ...get(A), add, ...set(AB),
+    ...get(G), ...get(K), mul, ...get(KY), ...i32(4), mul, add, ...get(SPAN), mul, ...i32(8), mul,
+    ...get(WT), add, ...set(WI),
+    ...i32(0), ...set(J),
+    ...loop(J, get(SPAN), inner, i32(1)),
+  ];
+  const group = [
+    ...zero, ...set(ACC0), ...zero, ...set(ACC1), ...zero, ...set(ACC2), ...zero, ...set(ACC3),
+    ...i32(0), ...set(KY),
+    ...loop(KY, get(K), kernelRow, i32(1)),
+    // ob = out + ((y * w + x) * cout + g) * 8; the second pixel's sums one pixel further
+    ...get(Y), ...get(W), mul, ...get(X), add, ...get(COUT), mul, ...get(G), add, ...i32(8), mul,
+    ...get(OUT), add, ...set(OB),
+    ...get(OB), ...get(ACC0), ...store(0), ...get(OB), ...get(ACC1), ...store(16),
+    ...get(OB), ...get(COUT), ...i32(8), mul, add, ...set(OB),
+    ...get(OB), ...get(ACC2), ...store(0), ...get(OB), ...get(ACC3), ...store(16),
+  ];
+  const body = [
+    ...get(K), ...get(CIN), mul, ...set(SPAN),
+    ...get(CIN), ...i32(8), mul, ...set(CIN8),
+    ...i32(0), ...set(Y),
+    ...loop(Y, get(H), [
+      ...i32(0), ...set(X),
+      ...loop(X, get(W), [...i32(0), ...set(G), ...loop(G, get(COUT), group, i32(4))], i32(2)),
+    ], i32(1)),
+    0x0b,
+  ];
+  const locals = [2, 10, 0x7f, 8, 0x7b]; // 10 i32, 8 v128
+  const code = [...uleb(locals.length + body.length), ...locals, ...body];
+  return new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, [1, 0x60, 9, ...new Array(9).fill(0x7f), 0]), // type: (i32 × 9) → ()
+    ...section(2, [1, 3, ...[0x65, 0x6e, 0x76], 3, ...[0x6d, 0x65, 0x6d], 2, 0, 1]), // env.mem
+    ...section(3, [1, 0]),
+    ...section(7, [1, 4, ...[0x63, 0x6f, 0x6e, 0x76], 0, 0]), // export "conv"
+    ...section(10, [1, ...code]),
+  ]);
+}
+
+let convModule; // compiled once; null where WebAssembly SIMD is missing
+
+function wasmConvModule() {
+  if (convModule === undefined) {
+    const bytes = convModuleBytes();
+    convModule = typeof WebAssembly === "object" && WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+  }
+  return convModule;
+}
+
+/** One model's convolutions in WebAssembly: its weights copied into the module's memory
+ * once, then per call the activations in and the sums out. */
+class WasmConv {
+  constructor(layers, module) {
+    let end = 0;
+    for (const layer of layers) {
+      layer.at = end;
+      end += layer.weight.byteLength;
+    }
+    this.memory = new WebAssembly.Memory({ initial: Math.ceil(end / 65536) + 1 });
+    this.conv = new WebAssembly.Instance(module, { env: { mem: this.memory } }).exports.conv;
+    for (const layer of layers) new Float64Array(this.memory.buffer, layer.at, layer.weight.length).set(layer.weight);
+    this.scratch = end;
+  }
+
+  sums(layer, a, h, w, pw) {
+    const cout = layer.groups * 4;
+    const out = this.scratch + a.byteLength;
+    const size = (h * w + 1) * cout;
+    const need = out + size * 8 - this.memory.buffer.byteLength;
+    if (need > 0) this.memory.grow(Math.ceil(need / 65536));
+    new Float64Array(this.memory.buffer, this.scratch, a.length).set(a);
+    this.conv(this.scratch, layer.at, out, h, w, layer.cin, cout, layer.k, pw);
+    return new Float64Array(this.memory.buffer, out, size);
+  }
+}
+
+/** A stride-1 "same" convolution (then PixelShuffle(2) if the layer has it). */
+function runConv(layer, x, h, w, wasm) {
+  const { cin, cout, k, shuffle } = layer;
+  const pad = (k - 1) >> 1;
+  const a = quantizePadded(x, layer.step, h, w, cin, pad);
+  const sums = wasm ? wasm.sums(layer, a, h, w, w + 2 * pad) : convSums(layer, a, h, w, w + 2 * pad);
+  const stride = layer.groups * 4;
+  const out = new Float32Array(h * w * cout);
+  const c4 = cout >> 2; // channels after the pixel shuffle
+  for (let y = 0; y < h; y++) {
+    for (let xx = 0; xx < w; xx++) {
+      const at = (y * w + xx) * stride;
+      for (let o = 0; o < cout; o++) {
+        const v = finish(layer, sums[at + o], o);
+        if (!shuffle) out[(y * w + xx) * cout + o] = v;
+        else out[((2 * y + ((o >> 1) & 1)) * 2 * w + 2 * xx + (o & 1)) * c4 + (o >> 2)] = v;
       }
     }
   }
@@ -438,15 +579,18 @@ function runGdn(layer, x, h, w) {
   return [out, h, w];
 }
 
-function run(net, x, h, w) {
+function run(model, net, x, h, w) {
   let shape = [x, h, w];
-  for (const layer of net) shape = (layer.kind === "conv" ? runConv : runGdn)(layer, ...shape);
+  for (const layer of net) {
+    shape = layer.kind === "conv" ? runConv(layer, ...shape, model.wasm) : runGdn(layer, ...shape);
+  }
   return shape;
 }
 
 // ---- models -------------------------------------------------------------------------------
-/** A hyperprior model (blendae 0.3 and later) from its NAME.json metadata and safetensors. */
-export function buildModel(meta, safetensors) {
+/** A hyperprior model (blendae 0.3 and later) from its NAME.json metadata and safetensors.
+ * `wasm: false` keeps its convolutions in JavaScript (the same bits, slower). */
+export function buildModel(meta, safetensors, { wasm = true } = {}) {
   if (meta.model !== "hyperprior") {
     throw new BaeError(`model ${meta.name} (${meta.model}) cannot decode in the browser: only the hyperprior models (blendae 0.3 and later) can`);
   }
@@ -498,6 +642,9 @@ export function buildModel(meta, safetensors) {
       conv("ep.7", "ep.6.amax"),
     ];
   }
+  const module = wasm ? wasmConvModule() : null;
+  const convs = [model.h_s, model.g_s, model.ctx || [], model.ep || []].flat().filter((l) => l.kind === "conv");
+  model.wasm = module ? new WasmConv(convs, module) : null;
   return model;
 }
 
@@ -514,14 +661,14 @@ function pixelMap(meta) {
 }
 
 /** Fetch NAME.json and the NAME.safetensors beside it; the model, ready to decode. */
-export async function loadModel(url) {
+export async function loadModel(url, options = {}) {
   const metaResponse = await fetch(url);
   if (!metaResponse.ok) throw new BaeError(`cannot load model ${url}: ${metaResponse.status}`);
   const meta = await metaResponse.json();
   const weightsUrl = new URL(url, globalThis.location?.href).href.replace(/\.json$/, ".safetensors");
   const weights = await fetch(weightsUrl);
   if (!weights.ok) throw new BaeError(`cannot load model weights ${weightsUrl}: ${weights.status}`);
-  return buildModel(meta, await weights.arrayBuffer());
+  return buildModel(meta, await weights.arrayBuffer(), options);
 }
 
 function findModel(models, id) {
@@ -635,7 +782,7 @@ function decodeLatent(model, payload, height, width) {
   for (let c = 0; c < Z; c++) {
     for (let p = 0; p < zh * zw; p++) z[p * Z + c] = coder.pop(model.zCdfs[c]) + model.zOffset[c];
   }
-  const [hsLast, yh, yw] = run(model.h_s, z, zh, zw);
+  const [hsLast, yh, yw] = run(model, model.h_s, z, zh, zw);
   const plane = yh * yw;
   const hs = toChannelMajor(hsLast, plane, 2 * M); // mean: channels 0..M-1, scale: M..2M-1
   let params = hs;
@@ -661,14 +808,14 @@ function restParams(model, hs, symbols, anchors, yh, yw) {
   const plane = yh * yw;
   const yAnchors = new Float32Array(M * plane);
   for (const p of anchors) yAnchors[p] = fround(symbols[p] + hs[p]);
-  const [ctx] = run(model.ctx, toChannelsLast(yAnchors, plane, M), yh, yw);
+  const [ctx] = run(model, model.ctx, toChannelsLast(yAnchors, plane, M), yh, yw);
   const both = new Float32Array(plane * 4 * M); // [h_s, ctx] per pixel
   const hsLast = toChannelsLast(hs, plane, 2 * M);
   for (let p = 0; p < plane; p++) {
     both.set(hsLast.subarray(p * 2 * M, (p + 1) * 2 * M), p * 4 * M);
     both.set(ctx.subarray(p * 2 * M, (p + 1) * 2 * M), p * 4 * M + 2 * M);
   }
-  const [ep] = run(model.ep, both, yh, yw);
+  const [ep] = run(model, model.ep, both, yh, yw);
   const params = new Float32Array(hs);
   const correction = toChannelMajor(ep, plane, 2 * M);
   for (let i = 0; i < params.length; i++) {
@@ -686,7 +833,7 @@ export function decodePixels(bytes, models) {
   const H = Math.ceil(height / STRIDE) * STRIDE;
   const W = Math.ceil(width / STRIDE) * STRIDE;
   const [y, yh, yw] = decodeLatent(model, payload, H, W);
-  const [x] = run(model.g_s, toChannelsLast(y, yh * yw, model.M), yh, yw);
+  const [x] = run(model, model.g_s, toChannelsLast(y, yh * yw, model.M), yh, yw);
   const pixels = new Uint8Array(height * width * channels);
   const map = model.pixelMap;
   const level = (v) => rint(v < 0 ? 0 : v > 255 ? 255 : v); // NaN stays NaN → 0 in a Uint8Array
