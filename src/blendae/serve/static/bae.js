@@ -324,8 +324,8 @@ function exactConv(tensors, prefix, amaxName, { shuffle = false, relu = false } 
   return { kind: "conv", cin, cout, k, groups, base, step: fround(step), weight, scale, bias, shuffle, relu };
 }
 
-/** ExactGDN: 12-bit integer γ, squares summed exactly in float64. γ is laid out
- * [group of 4 outputs][input][4] for `runGdn` (outputs padded to a multiple of 4). */
+/** ExactGDN: 12-bit integer γ, squares summed exactly in float64. γ is laid out as the
+ * weights of a 1×1 convolution, [group of 4 outputs][input][4] (see `runGdn`). */
 function exactGdn(tensors, prefix, amaxName, inverse) {
   const g = tensor(tensors, `${prefix}.gamma_sqrt`, [0, 0]);
   const beta = tensor(tensors, `${prefix}.beta_sqrt`, [0]).values;
@@ -342,7 +342,8 @@ function exactGdn(tensors, prefix, amaxName, inverse) {
     scale[i] = fround(gstep * step * step);
     betaF[i] = fround(fround(beta[i] * beta[i]) + fround(1e-6)); // float32 β² + 1e-6
   }
-  return { kind: "gdn", c, step: fround(step), gamma, scale, beta: betaF, inverse };
+  const groups = Math.ceil(c / 4);
+  return { kind: "gdn", cin: c, k: 1, groups, weight: gamma, step: fround(step), scale, beta: betaF, inverse };
 }
 
 // ---- the exact layers, run (activations height × width × channels, float32 values) --------
@@ -362,13 +363,6 @@ function quantizePadded(x, step, h, w, c, pad) {
     }
   }
   return a;
-}
-
-/** One output value from its exact digit sums: ((high·B + low)·scale + bias), float32. */
-function finish(layer, sum, o) {
-  const high = Math.round(sum * INV_SPLIT);
-  const v = fround(fround(fround(fround(high * layer.base) + (sum - high * SPLIT)) * layer.scale[o]) + layer.bias[o]);
-  return layer.relu && v < 0 ? 0 : v;
 }
 
 /** The exact sums Σ a · weight of a stride-1 "same" convolution, per output pixel and
@@ -503,7 +497,7 @@ function wasmConvModule() {
   return convModule;
 }
 
-/** One model's convolutions in WebAssembly: its weights copied into the module's memory
+/** One model's convolutions (and GDN sums) in WebAssembly: its weights copied into the module's memory
  * once, then per call the activations in and the sums out. */
 class WasmConv {
   constructor(layers, module) {
@@ -530,50 +524,48 @@ class WasmConv {
   }
 }
 
-/** A stride-1 "same" convolution (then PixelShuffle(2) if the layer has it). */
+/** A stride-1 "same" convolution (then PixelShuffle(2) if the layer has it). Each output is
+ * ((high · B + low) · scale + bias) in float32 from its exact digit sums, then ReLU. */
 function runConv(layer, x, h, w, wasm) {
-  const { cin, cout, k, shuffle } = layer;
+  const { cin, cout, k, base, scale, bias, relu, shuffle } = layer;
   const pad = (k - 1) >> 1;
   const a = quantizePadded(x, layer.step, h, w, cin, pad);
   const sums = wasm ? wasm.sums(layer, a, h, w, w + 2 * pad) : convSums(layer, a, h, w, w + 2 * pad);
   const stride = layer.groups * 4;
   const out = new Float32Array(h * w * cout);
   const c4 = cout >> 2; // channels after the pixel shuffle
-  for (let y = 0; y < h; y++) {
-    for (let xx = 0; xx < w; xx++) {
-      const at = (y * w + xx) * stride;
-      for (let o = 0; o < cout; o++) {
-        const v = finish(layer, sums[at + o], o);
-        if (!shuffle) out[(y * w + xx) * cout + o] = v;
-        else out[((2 * y + ((o >> 1) & 1)) * 2 * w + 2 * xx + (o & 1)) * c4 + (o >> 2)] = v;
-      }
+  for (let p = 0; p < h * w; p++) {
+    const at = p * stride;
+    // PixelShuffle(2): channel 4c + 2i + j of pixel (y, x) goes to (2y + i, 2x + j), channel c
+    const y = Math.floor(p / w);
+    const corner = (2 * y * 2 * w + 2 * (p - y * w)) * c4;
+    for (let o = 0; o < cout; o++) {
+      const sum = sums[at + o];
+      const high = Math.round(sum * INV_SPLIT);
+      let v = fround(fround(fround(fround(high * base) + (sum - high * SPLIT)) * scale[o]) + bias[o]);
+      if (relu && v < 0) v = 0;
+      if (shuffle) out[corner + ((o >> 1) & 1) * 2 * w * c4 + (o & 1) * c4 + (o >> 2)] = v;
+      else out[p * cout + o] = v;
     }
   }
   return shuffle ? [out, 2 * h, 2 * w] : [out, h, w];
 }
 
-function runGdn(layer, x, h, w) {
-  const { c, step, gamma, scale, beta, inverse } = layer;
+/** Inverse (or forward) GDN. Σ_j Γ_ij · a_j² is a 1×1 convolution of the squares with the
+ * integer weights Γ, exact in float64 (below 2^53): the convolutions' kernel computes it. */
+function runGdn(layer, x, h, w, wasm) {
+  const { cin: c, step, scale, beta, inverse } = layer;
   const a = quantizePadded(x, step, h, w, c, 0);
+  const squares = new Float64Array(a.length);
+  for (let i = 0; i < a.length; i++) squares[i] = a[i] * a[i];
+  const sums = wasm ? wasm.sums(layer, squares, h, w, w) : convSums(layer, squares, h, w, w);
+  const stride = layer.groups * 4;
   const out = new Float32Array(x.length);
-  const squares = new Float64Array(c);
-  const put = (at, i, sum) => {
-    const norm = fround(Math.sqrt(fround(fround(fround(sum) * scale[i]) + beta[i])));
-    const xq = fround(a[at + i] * step);
-    out[at + i] = inverse ? fround(xq * norm) : fround(xq / norm);
-  };
-  for (let at = 0; at < h * w * c; at += c) {
-    for (let j = 0; j < c; j++) squares[j] = a[at + j] * a[at + j];
-    for (let i = 0; i < c; i += 4) {
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      for (let j = 0, gi = i * c; j < c; j++, gi += 4) {
-        const sq = squares[j];
-        s0 += sq * gamma[gi]; s1 += sq * gamma[gi + 1]; s2 += sq * gamma[gi + 2]; s3 += sq * gamma[gi + 3];
-      }
-      put(at, i, s0);
-      if (i + 1 < c) put(at, i + 1, s1);
-      if (i + 2 < c) put(at, i + 2, s2);
-      if (i + 3 < c) put(at, i + 3, s3);
+  for (let p = 0; p < h * w; p++) {
+    for (let i = 0; i < c; i++) {
+      const norm = fround(Math.sqrt(fround(fround(fround(sums[p * stride + i]) * scale[i]) + beta[i])));
+      const xq = fround(a[p * c + i] * step);
+      out[p * c + i] = inverse ? fround(xq * norm) : fround(xq / norm);
     }
   }
   return [out, h, w];
@@ -582,7 +574,7 @@ function runGdn(layer, x, h, w) {
 function run(model, net, x, h, w) {
   let shape = [x, h, w];
   for (const layer of net) {
-    shape = layer.kind === "conv" ? runConv(layer, ...shape, model.wasm) : runGdn(layer, ...shape);
+    shape = (layer.kind === "conv" ? runConv : runGdn)(layer, ...shape, model.wasm);
   }
   return shape;
 }
@@ -643,8 +635,7 @@ export function buildModel(meta, safetensors, { wasm = true } = {}) {
     ];
   }
   const module = wasm ? wasmConvModule() : null;
-  const convs = [model.h_s, model.g_s, model.ctx || [], model.ep || []].flat().filter((l) => l.kind === "conv");
-  model.wasm = module ? new WasmConv(convs, module) : null;
+  model.wasm = module ? new WasmConv([model.h_s, model.g_s, model.ctx || [], model.ep || []].flat(), module) : null;
   return model;
 }
 
