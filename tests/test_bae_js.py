@@ -33,9 +33,9 @@ TIME_BOUND_MS = 5_000  # the slowest file a test decodes (a forged 64×64) takes
 
 # Decodes base64 files in the page; for each, its pixels (base64) or the error's name and
 # message, and the slowest decode's milliseconds.
-DECODE_JS = """async ([modelUrls, files]) => {
+DECODE_JS = """async ([modelUrls, files, options]) => {
     const bae = await import("/static/bae.js");
-    const models = await Promise.all(modelUrls.map((url) => bae.loadModel(url)));
+    const models = await Promise.all(modelUrls.map((url) => bae.loadModel(url, options)));
     const out = [];
     let slowest = 0;
     for (const b64 of files) {
@@ -85,8 +85,11 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def decode_in_page(tab, model_urls: list[str], files: list[bytes]) -> tuple[list[dict], float]:
-    result = tab.evaluate(DECODE_JS, [model_urls, [b64(f) for f in files]])
+def decode_in_page(
+    tab, model_urls: list[str], files: list[bytes], wasm: bool = True
+) -> tuple[list[dict], float]:
+    """bae.js's results for `files` in the page; wasm=False: its JavaScript convolutions."""
+    result = tab.evaluate(DECODE_JS, [model_urls, [b64(f) for f in files], {"wasm": wasm}])
     return result["out"], result["slowest"]
 
 
@@ -117,6 +120,13 @@ def test_shipped_models_decode_as_python_does(models_page, name: str) -> None:
     results, slowest = decode_in_page(models_page, [f"/models/{name}.json"], files)
     assert_same_pixels(results, expected, name)
     assert slowest < TIME_BOUND_MS
+
+
+def test_javascript_convolutions_decode_as_python_does(models_page) -> None:
+    """Where WebAssembly SIMD is missing, the JavaScript kernel gives the same pixels."""
+    files = api.compress_batch(images(24, seed=11), "q3")
+    results, _ = decode_in_page(models_page, ["/models/q3.json"], files, wasm=False)
+    assert_same_pixels(results, api.decompress_batch(files, "q3"), "q3 without WebAssembly")
 
 
 @pytest.mark.parametrize("meta", BASELINES, ids=lambda p: f"{p.parent.name}-{p.stem}")
