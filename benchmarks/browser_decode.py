@@ -14,12 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import shutil
-import socket
 import tempfile
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +22,7 @@ from PIL import Image
 
 from blendae.codec import DEFAULT, compress_batch, container, zoo_entries
 from blendae.errors import BlendaeError
+from blendae.serve import running
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src/blendae/serve/static/samples"
 CHROMIUM = ("/usr/bin/chromium", "chromium", "chromium-browser")
@@ -42,32 +38,6 @@ MEASURE_JS = """async ([names, files]) => {
     for (const data of bytes) bae.decodePixels(data, models);
     return bytes.length / ((performance.now() - start) / 1000);
 }"""
-
-
-@contextmanager
-def serving() -> Iterator[str]:
-    """The app (`blendae serve`) on 127.0.0.1 at a port the OS picked, in a thread."""
-    import uvicorn
-
-    from blendae.serve import build_app
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(build_app(Path("runs")), log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start within 30 s")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 def models_of(datas: list[bytes]) -> list[str]:
@@ -90,7 +60,7 @@ def measure(paths: list[Path]) -> float:
         raise BlendaeError("no Chromium found: run scripts/install_browser.sh")
     datas = [Path(p).read_bytes() for p in paths]
     files = [base64.b64encode(d).decode("ascii") for d in datas]
-    with serving() as url, sync_playwright() as playwright:
+    with running(Path("runs")) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
