@@ -30,6 +30,7 @@ const TWO32 = 4294967296;
 // an integer below 2^24, so the combined sum is exact and splits back without error.
 const SPLIT = 2 ** 26;
 const INV_SPLIT = 2 ** -26;
+const ROUNDER = 2 ** 52 + 2 ** 51; // x + ROUNDER − ROUNDER rounds x (|x| < 2^51) to an integer
 
 /** A malformed file, a file from a model that is not loaded, or a damaged model file. */
 export class BaeError extends Error {
@@ -534,18 +535,18 @@ function runConv(layer, x, h, w, wasm) {
   const stride = layer.groups * 4;
   const out = new Float32Array(h * w * cout);
   const c4 = cout >> 2; // channels after the pixel shuffle
+  // PixelShuffle(2): channel 4c + 2i + j of pixel (y, x) goes to (2y + i, 2x + j), channel c
+  const target = Int32Array.from({ length: cout }, (_, o) =>
+    shuffle ? ((o >> 1) & 1) * 2 * w * c4 + (o & 1) * c4 + (o >> 2) : o);
   for (let p = 0; p < h * w; p++) {
     const at = p * stride;
-    // PixelShuffle(2): channel 4c + 2i + j of pixel (y, x) goes to (2y + i, 2x + j), channel c
     const y = Math.floor(p / w);
-    const corner = (2 * y * 2 * w + 2 * (p - y * w)) * c4;
+    const corner = shuffle ? (2 * y * 2 * w + 2 * (p - y * w)) * c4 : p * cout;
     for (let o = 0; o < cout; o++) {
       const sum = sums[at + o];
-      const high = Math.round(sum * INV_SPLIT);
-      let v = fround(fround(fround(fround(high * base) + (sum - high * SPLIT)) * scale[o]) + bias[o]);
-      if (relu && v < 0) v = 0;
-      if (shuffle) out[corner + ((o >> 1) & 1) * 2 * w * c4 + (o & 1) * c4 + (o >> 2)] = v;
-      else out[p * cout + o] = v;
+      const high = sum * INV_SPLIT + ROUNDER - ROUNDER; // the nearest integer: |low| < 2^24
+      const v = fround(fround(fround(fround(high * base) + (sum - high * SPLIT)) * scale[o]) + bias[o]);
+      out[corner + target[o]] = relu && v < 0 ? 0 : v;
     }
   }
   return shuffle ? [out, 2 * h, 2 * w] : [out, h, w];
