@@ -827,15 +827,22 @@ export function decodePixels(bytes, models) {
   const [y, yh, yw] = decodeLatent(model, payload, H, W);
   const [x] = run(model, model.g_s, toChannelsLast(y, yh * yw, model.M), yh, yw);
   const pixels = new Uint8Array(height * width * channels);
-  const map = model.pixelMap;
+  const [[lo0, k0], [lo1, k1], [lo2, k2]] = model.pixelMap;
   const level = (v) => rint(v < 0 ? 0 : v > 255 ? 255 : v); // NaN stays NaN → 0 in a Uint8Array
   for (let i = 0; i < height; i++) {
     for (let j = 0; j < width; j++) {
       const at = (i * W + j) * 3;
-      const rgb = [0, 1, 2].map((c) => fround(fround(x[at + c] - map[c][0]) * map[c][1]));
+      const r = fround(fround(x[at] - lo0) * k0);
+      const g = fround(fround(x[at + 1] - lo1) * k1);
+      const b = fround(fround(x[at + 2] - lo2) * k2);
       const out = (i * width + j) * channels;
-      if (channels === 1) pixels[out] = level(fround(fround(fround(rgb[0] + rgb[1]) + rgb[2]) / 3));
-      else for (let c = 0; c < 3; c++) pixels[out + c] = level(rgb[c]);
+      if (channels === 1) {
+        pixels[out] = level(fround(fround(fround(r + g) + b) / 3));
+      } else {
+        pixels[out] = level(r);
+        pixels[out + 1] = level(g);
+        pixels[out + 2] = level(b);
+      }
     }
   }
   return { width, height, channels, pixels };
