@@ -13,7 +13,6 @@
 //   one correctly rounded float32 operation, reproduced with Math.fround (a float64 result of
 //   +, -, ×, ÷ or √ on float32 values, rounded to float32, is the float32 result); GDN's
 //   squares are summed in float64 as torch does.
-"use strict";
 
 export const MAX_PIXELS = 1 << 22; // blendae's size limit (2048×2048), for writing and reading
 const MAX_SIDE = 65535;
@@ -90,7 +89,8 @@ export function parseHeader(data) {
     throw new BaeError(`not a .bae file: starts with ${hex(data.subarray(0, 2))} instead of bae1`);
   }
   if (data[2] !== VERSION) {
-    throw new BaeError(`.bae format version ${data[2]} is not supported: this decoder reads version ${VERSION}`);
+    throw new BaeError(
+      `.bae format version ${data[2]} is not supported: this decoder reads version ${VERSION}`);
   }
   if (data.length < 8) throw new BaeError("truncated .bae file: it ends inside the header");
   const modelId = hex(data.subarray(3, 7));
@@ -112,7 +112,8 @@ export function parseHeader(data) {
     throw new BaeError(`corrupt .bae header: image size ${height}x${width}`);
   }
   if (height * width > MAX_PIXELS) {
-    throw new BaeError(`image size ${width}x${height} (width x height) is not supported: at most ${MAX_PIXELS} pixels in all (2048x2048)`);
+    throw new BaeError(`image size ${width}x${height} (width x height) is not supported: ` +
+      `at most ${MAX_PIXELS} pixels in all (2048x2048)`);
   }
   return { modelId, channels, height, width, payload };
 }
@@ -141,11 +142,6 @@ class AnsDecoder {
         this.lo = this.words[--this.pos];
       }
     }
-  }
-
-  /** Low 24 bits of the state: the quantile the next symbol is looked up with. */
-  quantile() {
-    return this.lo & 0xffffff;
   }
 
   /** Finish a pop: state ← (state >> 24) · probability + remainder, then refill. */
@@ -249,7 +245,9 @@ export function readSafetensors(buffer) {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (bytes.length < 8) throw new BaeError("damaged model: the .safetensors file is too short");
   const headerLength = Number(view.getBigUint64(0, true));
-  if (8 + headerLength > bytes.length) throw new BaeError("damaged model: the .safetensors header is truncated");
+  if (8 + headerLength > bytes.length) {
+    throw new BaeError("damaged model: the .safetensors header is truncated");
+  }
   let header;
   try {
     header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength)));
@@ -339,7 +337,9 @@ function exactGdn(tensors, prefix, amaxName, inverse) {
     let max = 0;
     for (let j = 0; j < c; j++) max = Math.max(max, g.values[i * c + j] ** 2);
     const gstep = Math.max(max, 1e-12) / GAMMA_LIMIT;
-    for (let j = 0; j < c; j++) gamma[((i >> 2) * c + j) * 4 + (i & 3)] = rint(g.values[i * c + j] ** 2 / gstep);
+    for (let j = 0; j < c; j++) {
+      gamma[((i >> 2) * c + j) * 4 + (i & 3)] = rint(g.values[i * c + j] ** 2 / gstep);
+    }
     scale[i] = fround(gstep * step * step);
     betaF[i] = fround(fround(beta[i] * beta[i]) + fround(1e-6)); // float32 β² + 1e-6
   }
@@ -493,7 +493,8 @@ let convModule; // compiled once; null where WebAssembly SIMD is missing
 function wasmConvModule() {
   if (convModule === undefined) {
     const bytes = convModuleBytes();
-    convModule = typeof WebAssembly === "object" && WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+    const simd = typeof WebAssembly === "object" && WebAssembly.validate(bytes);
+    convModule = simd ? new WebAssembly.Module(bytes) : null;
   }
   return convModule;
 }
@@ -509,7 +510,9 @@ class WasmConv {
     }
     this.memory = new WebAssembly.Memory({ initial: Math.ceil(end / 65536) + 1 });
     this.conv = new WebAssembly.Instance(module, { env: { mem: this.memory } }).exports.conv;
-    for (const layer of layers) new Float64Array(this.memory.buffer, layer.at, layer.weight.length).set(layer.weight);
+    for (const layer of layers) {
+      new Float64Array(this.memory.buffer, layer.at, layer.weight.length).set(layer.weight);
+    }
     this.scratch = end;
   }
 
@@ -585,7 +588,8 @@ function run(model, net, x, h, w) {
  * `wasm: false` keeps its convolutions in JavaScript (the same bits, slower). */
 export function buildModel(meta, safetensors, { wasm = true } = {}) {
   if (meta.model !== "hyperprior") {
-    throw new BaeError(`model ${meta.name} (${meta.model}) cannot decode in the browser: only the hyperprior models (blendae 0.3 and later) can`);
+    throw new BaeError(`model ${meta.name} (${meta.model}) cannot decode in the browser: ` +
+      "only the hyperprior models (blendae 0.3 and later) can");
   }
   const t = readSafetensors(safetensors);
   const args = meta.model_args || {};
@@ -636,7 +640,8 @@ export function buildModel(meta, safetensors, { wasm = true } = {}) {
     ];
   }
   const module = wasm ? wasmConvModule() : null;
-  model.wasm = module ? new WasmConv([model.h_s, model.g_s, model.ctx || [], model.ep || []].flat(), module) : null;
+  const layers = [model.h_s, model.g_s, model.ctx || [], model.ep || []].flat();
+  model.wasm = module ? new WasmConv(layers, module) : null;
   return model;
 }
 
@@ -664,7 +669,8 @@ export async function loadModel(url, options = {}) {
 }
 
 function findModel(models, id) {
-  const list = Array.isArray(models) ? models : models && typeof models === "object" && "id" in models ? [models] : Object.values(models || {});
+  const one = models && typeof models === "object" && "id" in models;
+  const list = Array.isArray(models) ? models : one ? [models] : Object.values(models || {});
   const found = list.find((m) => m.id === id);
   if (!found) {
     const known = list.map((m) => `${m.name} (${m.id})`).join(", ") || "none";
@@ -729,7 +735,9 @@ function popSigns(coder, values) {
   const count = nonzero.length;
   let at = 0;
   while (at < count) {
-    const size = at === 0 && count >= SIGN_CHUNK ? count % SIGN_CHUNK || SIGN_CHUNK : Math.min(SIGN_CHUNK, count - at);
+    // a short chunk first (if any), so that the chunk the encoder pushed first is whole
+    const first = count >= SIGN_CHUNK ? count % SIGN_CHUNK || SIGN_CHUNK : count;
+    const size = at === 0 ? first : SIGN_CHUNK;
     const bits = coder.popBits(size);
     for (let b = 0; b < size; b++) if ((bits >>> b) & 1) values[nonzero[at + b]] = -values[nonzero[at + b]];
     at += size;
