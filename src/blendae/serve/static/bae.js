@@ -415,12 +415,17 @@ const uleb = (n) => {
 };
 const section = (id, bytes) => [id, ...uleb(bytes.length), ...bytes];
 
-/** conv(a, wt, out, h, w, cin, cout, k, pw): for each output pixel pair and group of four
- * output channels, Σ a · weight over the kernel window into out[pixel][cout] (float64). */
+const PIXELS = 4; // output pixels the WebAssembly kernel computes together
+
+/** conv(a, wt, out, h, w, cin, cout, k, pw): for each run of PIXELS output pixels and group of
+ * four output channels, Σ a · weight over the kernel window into out[pixel][cout] (float64),
+ * 2·PIXELS accumulators of two lanes: each loaded pair of weights serves 2·PIXELS lanes. */
 function convModuleBytes() {
   const [A, WT, OUT, H, W, CIN, COUT, K, PW] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
   const [Y, X, G, KY, J, AB, WI, SPAN, CIN8, OB] = [9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
-  const [ACC0, ACC1, ACC2, ACC3, VP, VQ, W01, W23] = [19, 20, 21, 22, 23, 24, 25, 26];
+  const ACC = Array.from({ length: 2 * PIXELS }, (_, i) => 19 + i); // pixel p: 2p, 2p + 1
+  const V = Array.from({ length: PIXELS }, (_, p) => 19 + 2 * PIXELS + p); // its activation
+  const [W01, W23] = [19 + 3 * PIXELS, 20 + 3 * PIXELS];
   const get = (i) => [0x20, i];
   const set = (i) => [0x21, i];
   const i32 = (v) => [0x41, ...uleb(v)]; // only small non-negative constants
@@ -438,12 +443,13 @@ function convModuleBytes() {
     0x0b, 0x0b,
   ];
   const madd = (acc, v, w) => [...get(acc), ...get(v), ...get(w), ...f64mul, ...f64add, ...set(acc)];
+  const each = (fn) => Array.from({ length: PIXELS }, (_, p) => fn(p)).flat();
   const inner = [
-    ...get(AB), 0x2b, 3, 0, ...splat, ...set(VP),
-    ...get(AB), ...get(CIN8), add, 0x2b, 3, 0, ...splat, ...set(VQ),
+    // pixel p's activation: f64.load at ab + p · cin · 8, in both lanes
+    ...each((p) => [...get(AB), ...get(CIN8), ...i32(p), mul, add, 0x2b, 3, 0, ...splat, ...set(V[p])]),
     ...get(WI), ...load(0), ...set(W01),
     ...get(WI), ...load(16), ...set(W23),
-    ...madd(ACC0, VP, W01), ...madd(ACC1, VP, W23), ...madd(ACC2, VQ, W01), ...madd(ACC3, VQ, W23),
+    ...each((p) => [...madd(ACC[2 * p], V[p], W01), ...madd(ACC[2 * p + 1], V[p], W23)]),
     ...get(AB), ...i32(8), add, ...set(AB),
     ...get(WI), ...i32(32), add, ...set(WI),
   ];
@@ -456,15 +462,16 @@ function convModuleBytes() {
     ...loop(J, get(SPAN), inner, i32(1)),
   ];
   const group = [
-    ...zero, ...set(ACC0), ...zero, ...set(ACC1), ...zero, ...set(ACC2), ...zero, ...set(ACC3),
+    ...ACC.map((acc) => [...zero, ...set(acc)]).flat(),
     ...i32(0), ...set(KY),
     ...loop(KY, get(K), kernelRow, i32(1)),
-    // ob = out + ((y * w + x) * cout + g) * 8; the second pixel's sums one pixel further
+    // ob = out + ((y * w + x) * cout + g) * 8; each next pixel's sums one pixel further
     ...get(Y), ...get(W), mul, ...get(X), add, ...get(COUT), mul, ...get(G), add, ...i32(8), mul,
     ...get(OUT), add, ...set(OB),
-    ...get(OB), ...get(ACC0), ...store(0), ...get(OB), ...get(ACC1), ...store(16),
-    ...get(OB), ...get(COUT), ...i32(8), mul, add, ...set(OB),
-    ...get(OB), ...get(ACC2), ...store(0), ...get(OB), ...get(ACC3), ...store(16),
+    ...each((p) => [
+      ...get(OB), ...get(ACC[2 * p]), ...store(0), ...get(OB), ...get(ACC[2 * p + 1]), ...store(16),
+      ...get(OB), ...get(COUT), ...i32(8), mul, add, ...set(OB),
+    ]),
   ];
   const body = [
     ...get(K), ...get(CIN), mul, ...set(SPAN),
@@ -472,11 +479,11 @@ function convModuleBytes() {
     ...i32(0), ...set(Y),
     ...loop(Y, get(H), [
       ...i32(0), ...set(X),
-      ...loop(X, get(W), [...i32(0), ...set(G), ...loop(G, get(COUT), group, i32(4))], i32(2)),
+      ...loop(X, get(W), [...i32(0), ...set(G), ...loop(G, get(COUT), group, i32(4))], i32(PIXELS)),
     ], i32(1)),
     0x0b,
   ];
-  const locals = [2, 10, 0x7f, 8, 0x7b]; // 10 i32, 8 v128
+  const locals = [2, 10, 0x7f, 3 * PIXELS + 2, 0x7b]; // 10 i32, then the v128s
   const code = [...uleb(locals.length + body.length), ...locals, ...body];
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
@@ -519,7 +526,7 @@ class WasmConv {
   sums(layer, a, h, w, pw) {
     const cout = layer.groups * 4;
     const out = this.scratch + a.byteLength;
-    const size = (h * w + 1) * cout;
+    const size = (h * w + PIXELS) * cout; // the last run's extra pixels: scratch
     const need = out + size * 8 - this.memory.buffer.byteLength;
     if (need > 0) this.memory.grow(Math.ceil(need / 65536));
     new Float64Array(this.memory.buffer, this.scratch, a.length).set(a);
