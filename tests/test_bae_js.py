@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -20,6 +21,9 @@ from blendae.codec import container
 from blendae.errors import BlendaeError
 from serve_fixtures import SAMPLE, SAMPLES
 from test_serve_browser import base_url, browser, page, upload  # noqa: F401 (fixtures)
+
+if TYPE_CHECKING:  # playwright may be missing: test_serve_browser then skips this module
+    from playwright.sync_api import Page, Route
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINES = [
@@ -86,7 +90,7 @@ def b64(data: bytes) -> str:
 
 
 def decode_in_page(
-    tab, model_urls: list[str], files: list[bytes], wasm: bool = True
+    tab: Page, model_urls: list[str], files: list[bytes], wasm: bool = True
 ) -> tuple[list[dict], float]:
     """bae.js's results for `files` in the page; wasm=False: its JavaScript convolutions."""
     result = tab.evaluate(DECODE_JS, [model_urls, [b64(f) for f in files], {"wasm": wasm}])
@@ -101,10 +105,10 @@ def assert_same_pixels(results: list[dict], expected: list[np.ndarray], what: st
 
 
 @pytest.fixture
-def models_page(page, base_url: str):  # noqa: F811 (the fixture imported above)
+def models_page(page: Page, base_url: str) -> Page:  # noqa: F811 (the fixture imported above)
     """The app's page, with the baseline models served under /baselines/ as well."""
 
-    def serve_baseline(route) -> None:
+    def serve_baseline(route: Route) -> None:
         name = route.request.url.split("/baselines/", 1)[1]
         family, file = name.split("/")
         route.fulfill(body=(ROOT / "benchmarks/baseline" / family / file).read_bytes())
@@ -114,7 +118,7 @@ def models_page(page, base_url: str):  # noqa: F811 (the fixture imported above)
 
 
 @pytest.mark.parametrize("name", list(api.zoo_entries()))
-def test_shipped_models_decode_as_python_does(models_page, name: str) -> None:
+def test_shipped_models_decode_as_python_does(models_page: Page, name: str) -> None:
     files = api.compress_batch(images(PER_MODEL, seed=len(name) + int(name[1:])), name)
     expected = api.decompress_batch(files, name)
     results, slowest = decode_in_page(models_page, [f"/models/{name}.json"], files)
@@ -122,7 +126,7 @@ def test_shipped_models_decode_as_python_does(models_page, name: str) -> None:
     assert slowest < TIME_BOUND_MS
 
 
-def test_javascript_convolutions_decode_as_python_does(models_page) -> None:
+def test_javascript_convolutions_decode_as_python_does(models_page: Page) -> None:
     """Where WebAssembly SIMD is missing, the JavaScript kernel gives the same pixels."""
     files = api.compress_batch(images(24, seed=11), "q3")
     results, _ = decode_in_page(models_page, ["/models/q3.json"], files, wasm=False)
@@ -130,7 +134,7 @@ def test_javascript_convolutions_decode_as_python_does(models_page) -> None:
 
 
 @pytest.mark.parametrize("meta", BASELINES, ids=lambda p: f"{p.parent.name}-{p.stem}")
-def test_baseline_models_decode_as_python_does(models_page, meta: Path) -> None:
+def test_baseline_models_decode_as_python_does(models_page: Page, meta: Path) -> None:
     files = api.compress_batch(images(PER_BASELINE, seed=7), str(meta))
     expected = api.decompress_batch(files, str(meta))
     url = f"/baselines/{meta.parent.name}/{meta.name}"
@@ -185,7 +189,7 @@ def python_decodes(data: bytes) -> np.ndarray | None:
         return None
 
 
-def test_mutated_files_are_errors_or_python_s_pixels(models_page) -> None:
+def test_mutated_files_are_errors_or_python_s_pixels(models_page: Page) -> None:
     base = images(16, seed=3)
     valid = api.compress_batch([base[0], base[5], base[-3], base[-2]], "q3")
     cases = mutations(valid, seed=0)
@@ -209,7 +213,7 @@ def test_mutated_files_are_errors_or_python_s_pixels(models_page) -> None:
     assert any("corrupt .bae payload" in e for e in errors)
 
 
-def test_the_compare_page_decodes_in_the_browser(page) -> None:  # noqa: F811
+def test_the_compare_page_decodes_in_the_browser(page: Page) -> None:  # noqa: F811
     result = upload(page, str(SAMPLE))
     page.locator("#results .row").first.wait_for()
     checks = page.locator("#results figure[data-codec=blendae] .browser")
@@ -239,7 +243,7 @@ def test_the_compare_page_decodes_in_the_browser(page) -> None:  # noqa: F811
     assert page.locator("#results figure").count() == 0
 
 
-def test_the_example_page_draws_the_sample(page, base_url: str) -> None:  # noqa: F811
+def test_the_example_page_draws_the_sample(page: Page, base_url: str) -> None:  # noqa: F811
     """docs/browser.md's example, shipped as /static/example.html, with its sample file."""
     page.goto(f"{base_url}/static/example.html")
     page.wait_for_function("() => document.getElementById('out').width === 32")
