@@ -29,7 +29,8 @@ const TWO32 = 4294967296;
 // an integer below 2^24, so the combined sum is exact and splits back without error.
 const SPLIT = 2 ** 26;
 const INV_SPLIT = 2 ** -26;
-const ROUNDER = 2 ** 52 + 2 ** 51; // x + ROUNDER − ROUNDER rounds x (|x| < 2^51) to an integer
+// x + ROUNDER − ROUNDER rounds x (|x| < 2^51) to an integer, half to even like torch.round
+const ROUNDER = 2 ** 52 + 2 ** 51;
 
 /** A malformed file, a file from a model that is not loaded, or a damaged model file. */
 export class BaeError extends Error {
@@ -348,19 +349,17 @@ function exactGdn(tensors, prefix, amaxName, inverse) {
 }
 
 // ---- the exact layers, run (activations height × width × channels, float32 values) --------
-/** Quantized activations with a zero border of `pad` pixels (and slack for `runConv`'s
- * pixel pairs), so every tap of every output pixel reads inside the array. */
+/** Quantized activations clamp(round(x / step), ±2047) with a zero border of `pad` pixels
+ * and PIXELS pixels of slack, so every tap of every output pixel the kernels compute (those
+ * past the row's end included) reads inside the array. */
 function quantizePadded(x, step, h, w, c, pad) {
   const pw = w + 2 * pad;
-  const a = new Float64Array(((h + 2 * pad) * pw + 2) * c);
+  const a = new Float64Array(((h + 2 * pad) * pw + PIXELS) * c);
   for (let i = 0; i < h; i++) {
-    for (let j = 0; j < w; j++) {
-      const from = (i * w + j) * c;
-      const to = ((i + pad) * pw + j + pad) * c;
-      for (let k = 0; k < c; k++) {
-        const v = rint(fround(x[from + k] / step));
-        a[to + k] = v > ACT_LIMIT ? ACT_LIMIT : v < -ACT_LIMIT ? -ACT_LIMIT : v;
-      }
+    let to = ((i + pad) * pw + pad) * c;
+    for (let from = i * w * c, end = (i + 1) * w * c; from < end; from++, to++) {
+      const v = fround(x[from] / step); // clamped first (to integers), then rounded: the same
+      a[to] = (v > ACT_LIMIT ? ACT_LIMIT : v < -ACT_LIMIT ? -ACT_LIMIT : v) + ROUNDER - ROUNDER;
     }
   }
   return a;
