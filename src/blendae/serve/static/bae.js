@@ -425,6 +425,7 @@ function convModuleBytes() {
   const ACC = Array.from({ length: 2 * PIXELS }, (_, i) => 19 + i); // pixel p: 2p, 2p + 1
   const V = Array.from({ length: PIXELS }, (_, p) => 19 + 2 * PIXELS + p); // its activation
   const [W01, W23] = [19 + 3 * PIXELS, 20 + 3 * PIXELS];
+  const OFF = Array.from({ length: PIXELS }, (_, p) => 21 + 3 * PIXELS + p); // p · cin · 8
   const get = (i) => [0x20, i];
   const set = (i) => [0x21, i];
   const i32 = (v) => [0x41, ...uleb(v)]; // only small non-negative constants
@@ -445,7 +446,7 @@ function convModuleBytes() {
   const each = (fn) => Array.from({ length: PIXELS }, (_, p) => fn(p)).flat();
   const inner = [
     // pixel p's activation: f64.load at ab + p · cin · 8, in both lanes
-    ...each((p) => [...get(AB), ...get(CIN8), ...i32(p), mul, add, 0x2b, 3, 0, ...splat, ...set(V[p])]),
+    ...each((p) => [...get(AB), ...get(OFF[p]), add, 0x2b, 3, 0, ...splat, ...set(V[p])]),
     ...get(WI), ...load(0), ...set(W01),
     ...get(WI), ...load(16), ...set(W23),
     ...each((p) => [...madd(ACC[2 * p], V[p], W01), ...madd(ACC[2 * p + 1], V[p], W23)]),
@@ -475,6 +476,7 @@ function convModuleBytes() {
   const body = [
     ...get(K), ...get(CIN), mul, ...set(SPAN),
     ...get(CIN), ...i32(8), mul, ...set(CIN8),
+    ...each((p) => [...get(CIN8), ...i32(p), mul, ...set(OFF[p])]),
     ...i32(0), ...set(Y),
     ...loop(Y, get(H), [
       ...i32(0), ...set(X),
@@ -482,7 +484,7 @@ function convModuleBytes() {
     ], i32(1)),
     0x0b,
   ];
-  const locals = [2, 10, 0x7f, 3 * PIXELS + 2, 0x7b]; // 10 i32, then the v128s
+  const locals = [3, 10, 0x7f, 3 * PIXELS + 2, 0x7b, PIXELS, 0x7f]; // i32s, v128s, i32s
   const code = [...uleb(locals.length + body.length), ...locals, ...body];
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
