@@ -133,7 +133,11 @@ def test_compare_view(page) -> None:
     assert len(set(widths)) == 1 and widths[0] > 32
     rendering = page.eval_on_selector("#results img", "(i) => getComputedStyle(i).imageRendering")
     assert rendering == "pixelated"
-    if SCREENSHOTS:
+    if SCREENSHOTS:  # once the page has decoded every blendae file itself (bae.js)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#results figure[data-codec=blendae]')]"
+            ".every((f) => f.dataset.browser)"
+        )
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SCREENSHOTS) / "serve-compare.png"), full_page=True)
 
