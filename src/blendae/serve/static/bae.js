@@ -84,7 +84,10 @@ const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0"))
 
 /** File bytes → {modelId (hex), channels, height, width, payload}; checks as blendae does. */
 export function parseHeader(data) {
-  if (!(data instanceof Uint8Array)) throw new BaeError("decode expects the file as a Uint8Array");
+  if (data instanceof ArrayBuffer) data = new Uint8Array(data);
+  if (!(data instanceof Uint8Array)) {
+    throw new BaeError("decode expects the file as a Uint8Array or an ArrayBuffer");
+  }
   if (data.length < 3) throw new BaeError(`not a .bae file: only ${data.length} bytes`);
   if (data[0] !== 0xba || data[1] !== 0xe1) {
     throw new BaeError(`not a .bae file: starts with ${hex(data.subarray(0, 2))} instead of bae1`);
@@ -501,8 +504,12 @@ let convModule; // compiled once; null where WebAssembly SIMD is missing
 function wasmConvModule() {
   if (convModule === undefined) {
     const bytes = convModuleBytes();
-    const simd = typeof WebAssembly === "object" && WebAssembly.validate(bytes);
-    convModule = simd ? new WebAssembly.Module(bytes) : null;
+    try {
+      const simd = typeof WebAssembly === "object" && WebAssembly.validate(bytes);
+      convModule = simd ? new WebAssembly.Module(bytes) : null;
+    } catch {
+      convModule = null; // e.g. a Content-Security-Policy without 'wasm-unsafe-eval'
+    }
   }
   return convModule;
 }
