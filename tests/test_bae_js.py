@@ -254,3 +254,26 @@ def test_the_example_page_draws_the_sample(page: Page, base_url: str) -> None:  
     expected = api.decompress((SAMPLES / "test-0613-q3.bae").read_bytes())
     rgba = np.array(drawn, dtype=np.uint8).reshape(32, 32, 4)
     assert np.array_equal(rgba[..., :3], expected) and (rgba[..., 3] == 255).all()
+
+
+def test_a_damaged_model_is_refused(page: Page) -> None:  # noqa: F811
+    """Weights that do not match the model's id (as blendae's loader checks) never decode."""
+    zoo = ROOT / "src/blendae/zoo"
+    weights = bytearray((zoo / "q3.safetensors").read_bytes())
+    weights[-1] ^= 1  # the last byte of the last tensor's data
+    files = {"q3.json": (zoo / "q3.json").read_bytes(), "q3.safetensors": bytes(weights)}
+    page.route(
+        "**/damaged/*", lambda route: route.fulfill(body=files[route.request.url.split("/")[-1]])
+    )
+    error = page.evaluate(
+        """async () => {
+            const bae = await import("/static/bae.js");
+            try { await bae.loadModel("/damaged/q3.json"); return null; }
+            catch (error) { return `${error.name}: ${error.message}`; }
+        }"""
+    )
+    ident = api.zoo_entries()["q3"]["id"]
+    assert (
+        error
+        == f"BaeError: model /damaged/q3.json is damaged: its weights do not match its id {ident}"
+    )

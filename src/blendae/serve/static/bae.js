@@ -241,9 +241,16 @@ function halfToDouble(h) {
   return sign * (1024 + fraction) * 2 ** (exponent - 25);
 }
 
-const DTYPES = { F16: 2, F32: 4, F64: 8, I32: 4, I64: 8 };
+// safetensors dtype → its bytes, and what torch holds it as once loaded (float16 weights
+// become float32 parameters): the model id hashes the latter.
+const DTYPES = {
+  F16: [2, "torch.float32", 4],
+  F32: [4, "torch.float32", 4],
+  F64: [8, "torch.float64", 8],
+  I32: [4, "torch.int32", 4],
+};
 
-/** safetensors bytes → Map name → {shape, values (Float64Array, exact)}. */
+/** safetensors bytes → Map name → {dtype, shape, values (Float64Array, exact)}. */
 export function readSafetensors(buffer) {
   const bytes = new Uint8Array(buffer);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -262,7 +269,7 @@ export function readSafetensors(buffer) {
   const tensors = new Map();
   for (const [name, info] of Object.entries(header)) {
     if (name === "__metadata__") continue;
-    const size = DTYPES[info.dtype];
+    const [size] = DTYPES[info.dtype] || [];
     const [start, stop] = info.data_offsets;
     const count = info.shape.reduce((a, b) => a * b, 1);
     if (!size || stop - start !== count * size || base + stop > bytes.length) {
@@ -275,10 +282,9 @@ export function readSafetensors(buffer) {
       if (info.dtype === "F16") values[i] = halfToDouble(view.getUint16(o, true));
       else if (info.dtype === "F32") values[i] = view.getFloat32(o, true);
       else if (info.dtype === "F64") values[i] = view.getFloat64(o, true);
-      else if (info.dtype === "I32") values[i] = view.getInt32(o, true);
-      else values[i] = Number(view.getBigInt64(o, true));
+      else values[i] = view.getInt32(o, true);
     }
-    tensors.set(name, { shape: info.shape, values });
+    tensors.set(name, { dtype: info.dtype, shape: info.shape, values });
   }
   return tensors;
 }
@@ -672,7 +678,34 @@ function pixelMap(meta) {
   });
 }
 
-/** Fetch NAME.json and the NAME.safetensors beside it; the model, ready to decode. */
+/** The model id of safetensors contents (docs/format.md, "Model id"): the first 4 bytes of
+ * the SHA-256 over the state_dict torch loads from them, in name order, each tensor as
+ * `name|dtype|shape|` and its little-endian bytes. */
+export async function modelId(safetensors) {
+  const parts = [];
+  const tensors = readSafetensors(safetensors);
+  for (const name of [...tensors.keys()].sort()) {
+    const { dtype, shape, values } = tensors.get(name);
+    const [, torchType, size] = DTYPES[dtype];
+    const dims = shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(", ")})`; // Python's
+    parts.push(new TextEncoder().encode(`${name}|${torchType}|${dims}|`));
+    const bytes = new Uint8Array(values.length * size);
+    const view = new DataView(bytes.buffer);
+    for (let i = 0; i < values.length; i++) {
+      if (size === 8) view.setFloat64(8 * i, values[i], true);
+      else if (dtype === "I32") view.setInt32(4 * i, values[i], true);
+      else view.setFloat32(4 * i, values[i], true);
+    }
+    parts.push(bytes);
+  }
+  const all = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+  parts.reduce((at, part) => (all.set(part, at), at + part.length), 0);
+  return hex(new Uint8Array(await crypto.subtle.digest("SHA-256", all)).subarray(0, 4));
+}
+
+/** Fetch NAME.json and the NAME.safetensors beside it; the model, ready to decode. Its
+ * weights are checked against its id (as blendae's loader does) where the page may hash
+ * (crypto.subtle: https or localhost). */
 export async function loadModel(url, options = {}) {
   const metaResponse = await fetch(url);
   if (!metaResponse.ok) throw new BaeError(`cannot load model ${url}: ${metaResponse.status}`);
@@ -680,7 +713,11 @@ export async function loadModel(url, options = {}) {
   const weightsUrl = new URL(url, globalThis.location?.href).href.replace(/\.json$/, ".safetensors");
   const weights = await fetch(weightsUrl);
   if (!weights.ok) throw new BaeError(`cannot load model weights ${weightsUrl}: ${weights.status}`);
-  return buildModel(meta, await weights.arrayBuffer(), options);
+  const buffer = await weights.arrayBuffer();
+  if (globalThis.crypto?.subtle && (await modelId(buffer)) !== meta.id) {
+    throw new BaeError(`model ${url} is damaged: its weights do not match its id ${meta.id}`);
+  }
+  return buildModel(meta, buffer, options);
 }
 
 function findModel(models, id) {
