@@ -57,19 +57,34 @@ async function api(url, options) {
 }
 
 // ---- decoding in the browser (bae.js) ------------------------------------------------------
-// Every blendae file the server sends is decoded again here and compared, pixel for pixel, with
-// the server's decoding: the check that a .bae file decodes the same anywhere.
-let baeModule = null;
-const browserModels = new Map(); // model name → Promise of the bae.js model
+// Every blendae file the server sends is decoded again here (bae.js, in a worker) and compared,
+// pixel for pixel, with the server's decoding: the check that a .bae file decodes the same
+// anywhere.
+let worker = null;
+const pending = new Map(); // request id → {resolve, reject}
+let nextRequest = 0;
 
-function loadBrowserModel(name) {
-  if (!baeModule) baeModule = import("/static/bae.js");
-  if (!browserModels.has(name)) {
-    const loading = baeModule.then((bae) => bae.loadModel(`/models/${encodeURIComponent(name)}.json`));
-    loading.catch(() => browserModels.delete(name)); // a failed load is retried next time
-    browserModels.set(name, loading);
+/** Decode .bae bytes in the worker with one of the named shipped models: RGBA pixels. */
+function decodeInBrowser(bytes, names) {
+  if (!worker) {
+    worker = new Worker("/static/bae-worker.js", { type: "module" });
+    worker.onmessage = ({ data }) => {
+      const { resolve, reject } = pending.get(data.id);
+      pending.delete(data.id);
+      if (data.error === undefined) resolve(data);
+      else reject(new Error(data.error));
+    };
+    worker.onerror = (event) => { // the worker itself failed (e.g. it could not load)
+      for (const { reject } of pending.values()) reject(new Error(event.message || "worker failed"));
+      pending.clear();
+      worker = null;
+    };
   }
-  return browserModels.get(name);
+  return new Promise((resolve, reject) => {
+    const id = nextRequest++;
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ id, bytes, names });
+  });
 }
 
 function bytesOf(b64) {
@@ -90,11 +105,9 @@ async function pngPixels(b64) {
 
 /** Decode .bae bytes with bae.js and compare them with the server's PNG of the same image. */
 async function checkInBrowser(data, pngB64, modelNames) {
-  const bae = await (baeModule || (baeModule = import("/static/bae.js")));
   let ours;
   try {
-    const models = await Promise.all(modelNames.map(loadBrowserModel));
-    ours = bae.decode(data, models);
+    ours = await decodeInBrowser(data, modelNames);
   } catch (error) {
     return { ok: false, text: `decoding in your browser failed: ${error.message}` };
   }
@@ -251,9 +264,8 @@ async function handleFile(file, name) {
 /** What bae.js says about a .bae file the server refused (with every shipped model). */
 async function browserVerdict(file) {
   try {
-    const bae = await (baeModule || (baeModule = import("/static/bae.js")));
     const names = (await api("/api/models")).models.map((m) => m.name);
-    bae.decode(new Uint8Array(await file.arrayBuffer()), await Promise.all(names.map(loadBrowserModel)));
+    await decodeInBrowser(new Uint8Array(await file.arrayBuffer()), names);
     return " (your browser's decoder read it without an error)";
   } catch (error) {
     return ` (your browser's decoder: ${error.message})`;
