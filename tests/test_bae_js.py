@@ -226,8 +226,17 @@ def test_the_compare_page_decodes_in_the_browser(page: Page) -> None:  # noqa: F
         assert checks.nth(i).inner_text() == (
             "decoded in your browser: identical to the server's pixels"
         )
-    # a corrupted file: the server's error and the browser decoder's, nothing decoded
+    # the decode view checks a dropped .bae file the same way
     q3 = base64.b64decode(result["rows"][3]["blendae"]["file"])
+    upload(
+        page,
+        {"name": "q3.bae", "mimeType": "application/octet-stream", "buffer": q3},
+        "/api/decode",
+    )
+    figure = page.locator("#results figure[data-codec=decoded]")
+    page.wait_for_function("() => document.querySelector('#results figure')?.dataset.browser")
+    assert figure.get_attribute("data-browser") == "identical"
+    # a corrupted file: the server's error and the browser decoder's, nothing decoded
     bad = q3[:-1] + bytes([q3[-1] ^ 1])
     upload(
         page,
