@@ -172,6 +172,8 @@ def mutations(valid: list[bytes], seed: int) -> list[bytes]:
         header, payload = container.unpack(data)
         other = container.Header(b"\x00\x01\x02\x03", header.height, header.width, 3)
         out.append(container.pack(other, [payload]))
+        largest = container.Header(header.model_id, 2048, 2048, 3)  # a zero word: refused
+        out.append(container.pack(largest, [b"\0\0\0\0"]))  # before any network runs
         for _ in range(8):  # payload bit flips and cuts that keep a valid checksum
             body = bytearray(payload)
             if body and rng.integers(2):
