@@ -216,6 +216,8 @@ def test_run_details_and_files(client: TestClient, runs_dir: Path) -> None:
         "/api/runs/good-run/files/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd",
         "/api/runs/%2Fetc",
         "/api/runs/a%00b",
+        "/models/..%2Fzoo%2Fq3.json",
+        "/models/%2E%2E%2F__init__.py",
     ],
 )
 def test_path_traversal_is_refused(client: TestClient, url: str) -> None:
@@ -223,6 +225,25 @@ def test_path_traversal_is_refused(client: TestClient, url: str) -> None:
     assert 400 <= response.status_code < 500, (url, response.status_code)
     assert "error" in response.json()
     assert "root:" not in response.text
+
+
+# ---- the model files bae.js reads ----------------------------------------------------------------
+def test_shipped_model_files_are_served_as_they_are(client: TestClient) -> None:
+    from blendae.codec.loader import zoo_folder
+
+    for name in zoo_entries():
+        for suffix in (".json", ".safetensors"):
+            response = client.get(f"/models/{name}{suffix}")
+            assert response.status_code == 200
+            assert response.content == (zoo_folder() / f"{name}{suffix}").read_bytes()
+    assert client.get("/static/bae.js").headers["content-type"].startswith("text/javascript")
+
+
+@pytest.mark.parametrize(
+    "file", ["separate.json", "q3.txt", "q9.json", "q3", "earlier.json", "%2E%2E"]
+)
+def test_other_model_files_are_404(client: TestClient, file: str) -> None:
+    assert_error(client.get(f"/models/{file}"), 404, "shipped models: q0")
 
 
 def test_link_out_of_the_runs_folder(tmp_path: Path) -> None:

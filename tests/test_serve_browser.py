@@ -11,9 +11,6 @@ import base64
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,10 +20,9 @@ pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'blend
 pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'blendae[serve]'")
 pytest.importorskip("playwright.sync_api", reason="needs playwright (the test extra)")
 
-import uvicorn
 from playwright.sync_api import sync_playwright
 
-from blendae.serve import build_app
+from blendae.serve import running
 from serve_fixtures import SAMPLE, make_runs
 
 BROWSER_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
@@ -54,25 +50,8 @@ def find_browser() -> str | None:
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """uvicorn serving the app on 127.0.0.1, on a port the OS picked, in a thread."""
-    runs = make_runs(tmp_path_factory.mktemp("runs"))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # the socket is ours before uvicorn starts: no port race
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(build_app(runs), log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start within 30 s")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with running(make_runs(tmp_path_factory.mktemp("runs"))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +133,11 @@ def test_compare_view(page) -> None:
     assert len(set(widths)) == 1 and widths[0] > 32
     rendering = page.eval_on_selector("#results img", "(i) => getComputedStyle(i).imageRendering")
     assert rendering == "pixelated"
-    if SCREENSHOTS:
+    if SCREENSHOTS:  # once the page has decoded every blendae file itself (bae.js)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#results figure[data-codec=blendae]')]"
+            ".every((f) => f.dataset.browser)"
+        )
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SCREENSHOTS) / "serve-compare.png"), full_page=True)
 

@@ -4,6 +4,11 @@ and shows the runs in a folder. Needs the optional extra: pip install 'blendae[s
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +17,7 @@ from blendae.errors import BlendaeError
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["build_app", "serve"]
+__all__ = ["build_app", "running", "serve"]
 
 MISSING_EXTRA = "blendae serve needs the 'serve' extra: pip install 'blendae[serve]'"
 
@@ -45,3 +50,29 @@ def serve(host: str = "127.0.0.1", port: int = 8000, runs_dir: Path = Path("runs
 
     app = build_app(runs_dir)
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+@contextmanager
+def running(runs_dir: Path, timeout: float = 30) -> Iterator[str]:
+    """The app served from a thread on 127.0.0.1, at a port the OS picks; yields its base
+    URL (for the tests and benchmarks that drive the page in a browser)."""
+    _require_extra()
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))  # the socket is ours before uvicorn starts: no port race
+    config = uvicorn.Config(build_app(runs_dir), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise BlendaeError(f"the app did not start within {timeout:.0f} s")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

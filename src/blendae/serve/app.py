@@ -22,6 +22,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from blendae.codec import container
+from blendae.codec.loader import zoo_entries, zoo_folder
 from blendae.errors import BlendaeError
 from blendae.serve import compare, runs_view
 
@@ -89,12 +91,28 @@ def _compare_json(data: bytes) -> dict[str, Any]:
 def _decode_json(data: bytes) -> dict[str, Any]:
     pixels = compare.decode_bae(data)
     shape = _shape(pixels)
+    ident = container.unpack(data)[0].model_id.hex()  # a shipped model's: it decoded
     return {
         **shape,
+        "model": next(name for name, meta in zoo_entries().items() if meta["id"] == ident),
         "bytes": len(data),
         "bpp": 8 * len(data) / shape["pixels"],
         "image": _b64(compare.to_png(pixels)),
     }
+
+
+MODEL_SUFFIXES = {".json": "application/json", ".safetensors": "application/octet-stream"}
+
+
+def model_file(file: str) -> Path:
+    """A shipped model's NAME.json or NAME.safetensors, for bae.js (docs/format.md, "Static
+    model files for the browser"); anything else is a 404."""
+    path = Path(file)
+    if path.name != file or path.stem not in zoo_entries() or path.suffix not in MODEL_SUFFIXES:
+        raise HTTPException(
+            404, f"no model file {file!r}; shipped models: {', '.join(zoo_entries())}"
+        )
+    return zoo_folder() / file
 
 
 def create_app(runs_dir: Path) -> FastAPI:
@@ -140,6 +158,12 @@ def create_app(runs_dir: Path) -> FastAPI:
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/models/{file}")
+    async def model(file: str) -> FileResponse:
+        """The shipped models' files, which bae.js decodes with in the browser."""
+        path = model_file(file)
+        return FileResponse(path, media_type=MODEL_SUFFIXES[path.suffix])
 
     # ---- compare --------------------------------------------------------------------------------
     @app.get("/api/models")

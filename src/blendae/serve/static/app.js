@@ -56,6 +56,92 @@ async function api(url, options) {
   return body;
 }
 
+// ---- decoding in the browser (bae.js) ------------------------------------------------------
+// Every blendae file the server sends is decoded again here (bae.js, in a worker) and compared,
+// pixel for pixel, with the server's decoding: the check that a .bae file decodes the same
+// anywhere.
+let worker = null;
+const pending = new Map(); // request id → {resolve, reject}
+let nextRequest = 0;
+
+/** Decode .bae bytes in the worker with one of the named shipped models: RGBA pixels. */
+function decodeInBrowser(bytes, names) {
+  if (!worker) {
+    worker = new Worker("/static/bae-worker.js", { type: "module" });
+    worker.onmessage = ({ data }) => {
+      const { resolve, reject } = pending.get(data.id);
+      pending.delete(data.id);
+      if (data.error === undefined) resolve(data);
+      else reject(new Error(data.error));
+    };
+    worker.onerror = (event) => { // the worker itself failed (e.g. it could not load)
+      for (const { reject } of pending.values()) reject(new Error(event.message || "worker failed"));
+      pending.clear();
+      worker = null;
+    };
+  }
+  return new Promise((resolve, reject) => {
+    const id = nextRequest++;
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ id, bytes, names });
+  });
+}
+
+function bytesOf(b64) {
+  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+}
+
+/** RGB(A) pixels of the server's PNG, exactly: no color conversion, no premultiplication. */
+async function pngPixels(b64) {
+  const blob = new Blob([bytesOf(b64)], { type: "image/png" });
+  const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  const canvas = document.createElement("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  const context = canvas.getContext("2d", { willReadFrequently: true });
+  context.drawImage(bitmap, 0, 0);
+  return context.getImageData(0, 0, bitmap.width, bitmap.height);
+}
+
+/** Decode .bae bytes with bae.js and compare them with the server's PNG of the same image. */
+async function checkInBrowser(data, pngB64, modelNames) {
+  let ours;
+  try {
+    ours = await decodeInBrowser(data, modelNames);
+  } catch (error) {
+    return { ok: false, text: `decoding in your browser failed: ${error.message}` };
+  }
+  const theirs = await pngPixels(pngB64);
+  if (ours.width !== theirs.width || ours.height !== theirs.height) {
+    return { ok: false, text: `decoded in your browser: ${ours.width}×${ours.height}, ` +
+      `not the server's ${theirs.width}×${theirs.height}` };
+  }
+  let differ = 0;
+  for (let i = 0; i < ours.data.length; i += 4) {
+    if (ours.data[i] !== theirs.data[i] || ours.data[i + 1] !== theirs.data[i + 1] ||
+        ours.data[i + 2] !== theirs.data[i + 2]) differ++;
+  }
+  if (differ) {
+    return { ok: false, text: `decoded in your browser: ${differ} of ${ours.width * ours.height} ` +
+      "pixels differ from the server's" };
+  }
+  return { ok: true, text: "decoded in your browser: identical to the server's pixels" };
+}
+
+async function showBrowserCheck(figure, data, pngB64, modelNames) {
+  const line = el("span", { class: "browser" }, "decoding in your browser…");
+  figure.querySelector("figcaption").append(el("br"), line);
+  let result;
+  try {
+    result = await checkInBrowser(data, pngB64, modelNames);
+  } catch (error) {
+    result = { ok: false, text: `decoding in your browser failed: ${error.message}` };
+  }
+  line.textContent = result.text;
+  line.classList.toggle("error", !result.ok);
+  figure.dataset.browser = result.ok ? "identical" : "different";
+}
+
 // ---- compare -------------------------------------------------------------------------------
 let current = null; // {name, result}: the last comparison, redrawn when the zoom changes
 
@@ -119,16 +205,18 @@ function showComparison() {
         codec === "blendae" ? "" : el("span", { class: "delta" },
           ` (${delta >= 0 ? "+" : ""}${delta} B vs blendae)`),
         point.note ? el("span", { class: "note" }, el("br"), point.note) : null);
-      line.append(tile({
+      const figure = tile({
         codec, label, setting: point.setting, b64png: point.image,
         width: result.width, height: result.height, zoom, stats: point, extra,
-      }));
+      });
+      line.append(figure);
+      if (codec === "blendae") showBrowserCheck(figure, bytesOf(point.file), point.image, [point.setting]);
     }
     box.append(line);
   }
 }
 
-function showDecoded(name, result) {
+function showDecoded(name, result, data) {
   current = null;
   const zoom = zoomFor(result.width, result.height);
   const box = $("#results");
@@ -145,6 +233,7 @@ function showDecoded(name, result) {
   });
   figure.dataset.bytes = String(result.bytes);
   box.append(el("div", { class: "row" }, figure));
+  showBrowserCheck(figure, data, result.image, [result.model]);
 }
 
 async function handleFile(file, name) {
@@ -159,7 +248,7 @@ async function handleFile(file, name) {
       body: file,
     });
     if (isBae) {
-      showDecoded(name, result);
+      showDecoded(name, result, new Uint8Array(await file.arrayBuffer()));
     } else {
       current = { name, result };
       showComparison();
@@ -168,6 +257,18 @@ async function handleFile(file, name) {
   } catch (error) {
     current = null;
     setStatus(status, `${name}: ${error.message}`, true);
+    if (isBae) setStatus(status, `${status.textContent}${await browserVerdict(file)}`, true);
+  }
+}
+
+/** What bae.js says about a .bae file the server refused (with every shipped model). */
+async function browserVerdict(file) {
+  try {
+    const names = (await api("/api/models")).models.map((m) => m.name);
+    await decodeInBrowser(new Uint8Array(await file.arrayBuffer()), names);
+    return " (your browser's decoder read it without an error)";
+  } catch (error) {
+    return ` (your browser's decoder: ${error.message})`;
   }
 }
 
