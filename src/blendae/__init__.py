@@ -1,4 +1,4 @@
-"""blendae: convolutional autoencoders on blended CIFAR-10/MNIST images, and a learned codec."""
+"""blendae: convolutional autoencoders on tiny images, and a learned codec built from them."""
 
 import os
 
@@ -10,4 +10,4 @@ from blendae.errors import BlendaeError
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __all__ = ["BlendaeError", "__version__"]
-__version__ = "0.5.0"
+__version__ = "0.6.0"

@@ -276,7 +276,8 @@ def _add_file_options(p: argparse.ArgumentParser, out_help: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="blendae",
-        description="Autoencoders on blended CIFAR-10/MNIST images, and a learned image codec.",
+        description="Autoencoders on tiny images (the study's CIFAR-10/MNIST blends, or any "
+        "--data), and a learned image codec.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"blendae {__version__}")
