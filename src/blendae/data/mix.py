@@ -95,22 +95,21 @@ class Source:
 
 def _builtin(name: str, size: int, files: dict[str, Path], counts: Counts) -> Source:
     """cifar10, mnist or fashion-mnist at `size`: uint8 when no resize is needed."""
-    splits: dict[str, Images] = {}
+    images: dict[str, Tensor] = {}
     for split in ("train", "test"):
         if name == "cifar10":
             u8 = torch.from_numpy(read_cifar(files, split, "binary", counts=counts)[0])
         else:
             u8 = torch.from_numpy(read_mnist(files, split, counts=counts)[0]).unsqueeze(1)
-        if u8.shape[-1] == size:
-            images = u8
-        else:  # resized as the study resizes its digits (bilinear, in [0, 1])
-            images = torch.empty((len(u8), u8.shape[1], size, size))
+        images[split] = u8
+        if u8.shape[-1] != size:  # resized as the study resizes its digits (bilinear, [0, 1])
+            images[split] = torch.empty((len(u8), u8.shape[1], size, size))
             for i in range(0, len(u8), _CHUNK):
-                images[i : i + _CHUNK] = resize_bilinear(u8[i : i + _CHUNK].float().div_(255), size)
-        splits[split] = TensorImages(images, u8.shape[1])
-    train = splits["train"]
-    stats = channel_stats(train.images)  # type: ignore[attr-defined]
-    return Source(name, splits, stats, train.channels)
+                part = u8[i : i + _CHUNK].float().div_(255)
+                images[split][i : i + _CHUNK] = resize_bilinear(part, size)
+    channels = images["train"].shape[1]
+    splits: dict[str, Images] = {k: TensorImages(v, channels) for k, v in images.items()}
+    return Source(name, splits, channel_stats(images["train"]), channels)
 
 
 def _folder(path: str, size: int, cache: Path, split: Sequence[int], progress: bool) -> Source:
