@@ -115,19 +115,9 @@ def model_file(file: str) -> Path:
     return zoo_folder() / file
 
 
-def create_app(runs_dir: Path) -> FastAPI:
-    """The app serving the page, the compare API and the runs under `runs_dir`."""
-    app = FastAPI(title="blendae", docs_url=None, redoc_url=None, openapi_url=None)
-    work = threading.Lock()  # one coding job at a time: torch already uses every core
+def _add_error_handlers(app: FastAPI) -> None:
+    """Errors become JSON with a message, never a stack trace."""
 
-    async def locked(fn: Callable[[bytes], T], data: bytes) -> T:
-        def run() -> T:
-            with work:
-                return fn(data)
-
-        return await run_in_threadpool(run)
-
-    # ---- errors: JSON with a message, never a stack trace -------------------------------------
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
         return _error(413, str(exc))
@@ -151,6 +141,21 @@ def create_app(runs_dir: Path) -> FastAPI:
     @app.exception_handler(Exception)  # a bug: still a message the page can show
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"internal error ({type(exc).__name__}); see the server's log")
+
+
+def create_app(runs_dir: Path) -> FastAPI:
+    """The app serving the page, the compare API and the runs under `runs_dir`."""
+    app = FastAPI(title="blendae", docs_url=None, redoc_url=None, openapi_url=None)
+    work = threading.Lock()  # one coding job at a time: torch already uses every core
+
+    async def locked(fn: Callable[[bytes], T], data: bytes) -> T:
+        def run() -> T:
+            with work:
+                return fn(data)
+
+        return await run_in_threadpool(run)
+
+    _add_error_handlers(app)
 
     # ---- the page -----------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
