@@ -17,10 +17,11 @@ from blendae.codec.limits import check_size
 from blendae.errors import BlendaeError
 from blendae.imagefiles import IMAGE_SUFFIXES, expand, plan_targets, read_image, write_all
 
-# From this many files on, torch's faster decoding may pay for importing it (~2 s): the
-# torch-free decoder ran at 0.4-2.2x torch's speed (benchmarks/decode_anywhere.py, busy
-# 2-core machine), so below ~450 files it was never slower.
-TORCH_FROM = 500
+# From this many files on, torch's faster decoding may pay for importing it (~2 s): on the
+# quiet 2-core machine the torch-free decoder ran at 0.73-0.79x torch's speed, so torch paid
+# off from 5,400-6,500 files (benchmarks/decode_anywhere.py); on a busy one the torch-free
+# decoder was up to 3.7x faster and torch paid off from 450-1,900 files, or never.
+TORCH_FROM = 5000
 
 
 @dataclass
