@@ -102,7 +102,12 @@ t0 = time.perf_counter()
 images = None if sys.argv[1] == "-" else load_folder(sys.argv[1], cache=sys.argv[2], progress=False)
 seconds = time.perf_counter() - t0
 usable = images and sum(len(images.split(s)) for s in ("train", "val", "test"))
-print(json.dumps([seconds, usable, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))
+try:  # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's across exec)
+    with open("/proc/self/status") as f:
+        peak_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps([seconds, usable, peak_kb]))
 """
 
 
