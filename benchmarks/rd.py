@@ -504,7 +504,8 @@ def saving_line(anchor: list[Point], ours: list[Point], top: int = 2) -> str:
     for p in sorted(anchor, key=lambda p: p.psnr)[-top:]:
         ratio = size_ratio(p, ours)  # the anchor's bits over blendae's
         if ratio is None:
-            cells.append(f"{p.setting} {p.psnr:.2f} dB: beyond blendae's points")
+            lo, hi = min(o.psnr for o in ours), max(o.psnr for o in ours)
+            cells.append(f"{p.setting} {p.psnr:.2f} dB: outside blendae's {lo:.2f}–{hi:.2f} dB")
             continue
         saving = (1 - 1 / ratio) * 100
         more = "fewer" if saving >= 0 else "more"

@@ -58,7 +58,7 @@ def test_saving_at_avifs_top_points_reproduces_the_readme() -> None:
     assert rd.saving_line(avif, ours, top=4).startswith("q0 30.04 dB: 25.5% fewer bits; q1")
     beyond = points("avif-payload", "1.0/36.0 1.2/38.0 1.3/40.0")
     assert rd.saving_line(beyond, ours) == (
-        "q1 38.00 dB: 52.5% more bits; q2 40.00 dB: beyond blendae's points"
+        "q1 38.00 dB: 52.5% more bits; q2 40.00 dB: outside blendae's 29.95–38.73 dB"
     )
 
 
