@@ -439,6 +439,7 @@ def main_family() -> str:
 
 
 def by_codec(points: list[Point]) -> dict[str, list[Point]]:
+    """Points by codec, in first-measured order: each codec's curve for the BD-rates."""
     grouped: dict[str, list[Point]] = {}
     for p in points:
         grouped.setdefault(p.codec, []).append(p)
@@ -446,6 +447,7 @@ def by_codec(points: list[Point]) -> dict[str, list[Point]]:
 
 
 def print_table(points: list[Point]) -> None:
+    """Every point with its speed: the numbers behind the curves and the README's table."""
     columns = ("codec", "setting", "bpp", "PSNR dB", "enc img/s", "dec img/s")
     print("{:16} {:8} {:>6} {:>8} {:>10} {:>10}".format(*columns))
     for p in points:
