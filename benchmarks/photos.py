@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import itertools
-import math
 import sys
 import time
 from pathlib import Path
@@ -39,6 +37,7 @@ from benchmarks.rd import (
     measure,
     percent,
     pillow,
+    size_ratio,
 )
 from blendae import codec as api
 
@@ -127,18 +126,6 @@ def main() -> None:
     print(f"{'photo':24}" + "".join(f"{a:>14}" for a in anchors))
     for row in summary:
         print(f"{row['photo']:24}" + "".join(f"{fmt_ratio(row[a]):>14}" for a in anchors))
-
-
-def size_ratio(point: Point, anchor: list[Point]) -> float | None:
-    """point's bpp over the anchor's bpp at point's PSNR (log-bpp interpolated between the
-    anchor's two nearest settings); None when the anchor's settings do not reach it."""
-    pts = sorted(anchor, key=lambda p: p.psnr)
-    for lo, hi in itertools.pairwise(pts):
-        if lo.psnr <= point.psnr <= hi.psnr and hi.psnr > lo.psnr:
-            t = (point.psnr - lo.psnr) / (hi.psnr - lo.psnr)
-            bpp = math.exp(math.log(lo.bpp) + t * (math.log(hi.bpp) - math.log(lo.bpp)))
-            return point.bpp / bpp
-    return None
 
 
 def fmt_ratio(ratio: float | None) -> str:

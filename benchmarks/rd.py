@@ -22,16 +22,26 @@ delta rate of every blendae model family against every anchor over their shared 
 (or why not), and writes the RD plot. The last two lines are exactly
 `bd-rate-vs-avif-payload P%` and `bd-rate-vs-webp P%` (WebP `method=6`).
 
+`--all-sets` asks how far the study's numbers carry to other images: the default zoo, WebP
+`method=6` and AVIF's payload on the first 1,000 (`--quick`: 100) test images of each of
+ALL_SETS (other pairings, each source alone, and shifted_blends' transposed, inverted
+digits), with the BD-rates and blendae's saving at AVIF's top two points, where its margin
+is thinnest; it ends with one line per set, exactly `bd SET vs-webp P% vs-avif-payload P%`.
+
     python -m benchmarks.rd [--limit 1000] [--quick] [--plot docs/rd.png] [--threads 1]
+    python -m benchmarks.rd --all-sets --quick --threads 2  # ≤ 3 min on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
+import math
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +49,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.blend_variants import variant_images
 from benchmarks.common import header
 from blendae import codec as api
 from blendae.data import STUDY, load_data, to_pixels
@@ -64,6 +75,17 @@ AVIF_SWEEP_QUALITIES = (30, 50)
 # prior, float decoding), baseline/hyperprior-0.3 (the mean-scale hyperprior without the
 # context) and baseline/checkerboard-0.4 (the same architecture as today's, 20 epochs less).
 BASELINE = Path(__file__).with_name("baseline")
+# --all-sets: the study's pairing, another digit set, each source alone, and a shift.
+SHIFTED_SET = "blend:cifar10+mnist:transposed-inverted"
+SHIFTED_VARIANT = "inverted digits"  # its name in benchmarks.blend_variants.blends
+ALL_SETS = (
+    STUDY,
+    "blend:cifar10+fashion-mnist",
+    "cifar10",
+    "mnist",
+    "fashion-mnist",
+    SHIFTED_SET,
+)
 MIN_SHARED_DB = 1.0  # a BD-rate over less shared PSNR than this is not reported
 
 Encode = Callable[[np.ndarray], list[bytes]]
@@ -153,14 +175,21 @@ def measure(
     ]
 
 
-def pillow(fmt: str, **options) -> tuple[Encode, Decode]:
+def pillow(fmt: str, workers: int = 1, **options) -> tuple[Encode, Decode]:
+    """Pillow's coder of `fmt` with `options`, one image at a time; `workers` > 1 encodes
+    that many images at once (Pillow releases the GIL while it codes: the same bytes, in
+    about half the time on 2 cores), for runs that report no speed."""
+
+    def encode_one(image: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format=fmt, **options)
+        return buf.getvalue()
+
     def encode(images: np.ndarray) -> list[bytes]:
-        out = []
-        for image in images:
-            buf = io.BytesIO()
-            Image.fromarray(image).save(buf, format=fmt, **options)
-            out.append(buf.getvalue())
-        return out
+        if workers == 1:
+            return [encode_one(image) for image in images]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(encode_one, images))
 
     def decode(files: list[bytes]) -> list[np.ndarray]:
         return [np.asarray(Image.open(io.BytesIO(f)).convert("RGB")) for f in files]
@@ -168,8 +197,8 @@ def pillow(fmt: str, **options) -> tuple[Encode, Decode]:
     return encode, decode
 
 
-def avif(quality: int, setting: dict) -> tuple[Encode, Decode]:
-    return pillow("AVIF", quality=quality, subsampling="4:4:4", max_threads=1, **setting)
+def avif(quality: int, setting: dict, workers: int = 1) -> tuple[Encode, Decode]:
+    return pillow("AVIF", workers, quality=quality, subsampling="4:4:4", max_threads=1, **setting)
 
 
 def jpeg2000(psnr_target: float) -> tuple[Encode, Decode]:
@@ -354,70 +383,71 @@ def families() -> dict[str, str]:
     return {name: f"blendae-{kind}" for name, kind in kinds.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--limit", type=int, default=1000, help="test images (default 1000)")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{QUICK_IMAGES} images; blendae, WebP method=6 and AVIF only (≤ 90 s)",
-    )
-    parser.add_argument("--plot", type=Path, default=Path("docs/rd.png"))
-    parser.add_argument("--mirror", default=None, help="dataset mirror (default $BLENDAE_MIRROR)")
-    parser.add_argument(
-        "--data", default=STUDY, help=f"whose test split to code (default {STUDY}; any --data SPEC)"
-    )
-    # 1 thread: on this shared 2-core machine two threads ran the codec ~2-3x slower.
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    limit = min(args.limit, QUICK_IMAGES) if args.quick else args.limit
-
-    images = test_images(args.data, limit, args.mirror)
-    print(
-        header(f"rate-distortion on {len(images)} {args.data} test images 32x32"), file=sys.stderr
-    )
-    print(f"Pillow {Image.__version__}", file=sys.stderr)
-
-    avif_name = next(iter(AVIF_SWEEP))
-    if not args.quick:
-        avif_name = choose_avif(images[:AVIF_SWEEP_IMAGES])
-    print(f"AVIF anchor: 4:4:4, {avif_name}, max_threads=1 (libavif + aom)")
-
+def zoo_points(family: str, models: list[str], images: np.ndarray) -> list[Point]:
+    """Code `images` with each model (a zoo name or a model's .json), labelled `family`."""
     points: list[Point] = []
+    for model in models:
+        points += measure(
+            family,
+            Path(model).stem,
+            images,
+            lambda ims, m=model: api.compress_batch(list(ims), m),
+            lambda fs, m=model: api.decompress_batch(fs, m),
+        )
+    return points
+
+
+def blendae_points(images: np.ndarray, baselines: bool) -> list[Point]:
+    """The shipped zoo, family by family, and (with `baselines`) the earlier zoos."""
     family = families()
-    for name in family:
-        points += measure(
-            family[name],
-            name,
-            images,
-            lambda ims, n=name: api.compress_batch(list(ims), n),
-            lambda fs: api.decompress_batch(fs),
-        )
-    for meta_path in sorted(BASELINE.glob("*/q*.json")):
-        points += measure(
-            f"blendae-{meta_path.parent.name}",
-            meta_path.stem,
-            images,
-            lambda ims, m=str(meta_path): api.compress_batch(list(ims), m),
-            lambda fs, m=str(meta_path): api.decompress_batch(fs, m),
-        )
+    points: list[Point] = []
+    for label in dict.fromkeys(family.values()):
+        points += zoo_points(label, [n for n, f in family.items() if f == label], images)
+    if baselines:
+        for folder in sorted(p for p in BASELINE.iterdir() if p.is_dir()):
+            models = sorted(str(p) for p in folder.glob("q*.json"))
+            points += zoo_points(f"blendae-{folder.name}", models, images)
+    return points
+
+
+def anchor_points(images: np.ndarray, avif_name: str, quick: bool, workers: int = 1) -> list[Point]:
+    """WebP `method=6` and AVIF (file and payload), encoded by `workers` threads; without
+    `quick` also WebP's default `method=4`, JPEG 2000 and JPEG."""
+    points: list[Point] = []
     for q in WEBP_QUALITIES:
-        points += measure("webp-m6", f"q{q}", images, *pillow("WEBP", quality=q, method=6))
+        webp = pillow("WEBP", workers, quality=q, method=6)
+        points += measure("webp-m6", f"q{q}", images, *webp)
     for q in AVIF_QUALITIES:
-        encode, decode = avif(q, AVIF_SWEEP[avif_name])
+        encode, decode = avif(q, AVIF_SWEEP[avif_name], workers)
         points += measure(
             "avif-file", f"q{q}", images, encode, decode, ("avif-payload", mdat_payload_size)
         )
-    if not args.quick:
+    if not quick:
         for q in WEBP_QUALITIES:
             points += measure("webp-m4", f"q{q}", images, *pillow("WEBP", quality=q))
         for db in J2K_PSNR_TARGETS:
             points += measure("j2k", f"{db}dB", images, *jpeg2000(db))
         for q in JPEG_QUALITIES:
             points += measure("jpeg", f"q{q}", images, *pillow("JPEG", quality=q))
+    return points
 
+
+def main_family() -> str:
+    """The family of the default model: the one the final lines report."""
+    family = families()
+    return family.get(api.DEFAULT, next(iter(family.values())))
+
+
+def by_codec(points: list[Point]) -> dict[str, list[Point]]:
+    """Points by codec, in first-measured order: each codec's curve for the BD-rates."""
+    grouped: dict[str, list[Point]] = {}
+    for p in points:
+        grouped.setdefault(p.codec, []).append(p)
+    return grouped
+
+
+def print_table(points: list[Point]) -> None:
+    """Every point with its speed: the numbers behind the curves and the README's table."""
     columns = ("codec", "setting", "bpp", "PSNR dB", "enc img/s", "dec img/s")
     print("{:16} {:8} {:>6} {:>8} {:>10} {:>10}".format(*columns))
     for p in points:
@@ -426,15 +456,11 @@ def main() -> None:
             f"{p.encode_per_s:10.0f} {p.decode_per_s:10.0f}"
         )
 
-    by_codec: dict[str, list[Point]] = {}
-    for p in points:
-        by_codec.setdefault(p.codec, []).append(p)
-    ours = {name: pts for name, pts in by_codec.items() if name.startswith("blendae")}
-    anchors = {name: pts for name, pts in by_codec.items() if name not in ours}
 
-    base_enc, base_dec = speed(by_codec["webp-m6"])
+def print_speed(grouped: dict[str, list[Point]]) -> None:
+    base_enc, base_dec = speed(grouped["webp-m6"])
     print("speed over all settings (img/s; blendae batched, Pillow one image at a time):")
-    for name, pts in by_codec.items():
+    for name, pts in grouped.items():
         if name == "avif-payload":
             continue  # the same runs as avif-file
         enc, dec = speed(pts)
@@ -443,24 +469,162 @@ def main() -> None:
             f"  decode {dec:8.0f} ({dec / base_dec:5.2f}x webp-m6)"
         )
 
+
+def print_bd(grouped: dict[str, list[Point]]) -> dict[tuple[str, str], float | str]:
+    """Print every blendae family's BD-rate against every anchor; return them by
+    (family, anchor)."""
+    ours = {name: pts for name, pts in grouped.items() if name.startswith("blendae")}
     print("BD-rate (monotone cubic interpolation of log bpp over PSNR; shared PSNR range):")
     results: dict[tuple[str, str], float | str] = {}
     for fam, test in ours.items():
-        for anchor_name, anchor in anchors.items():
+        for anchor_name, anchor in grouped.items():
+            if anchor_name in ours:
+                continue
             results[fam, anchor_name] = bd = bd_or_reason(anchor, test)
             lo, hi = shared_psnr(anchor, test)
             print(f"  {fam} vs {anchor_name:13} {percent(bd):>8}   over {lo:.2f}–{hi:.2f} dB")
-    main_family = family.get(api.DEFAULT, next(iter(ours)))
-    cubic = bd_or_reason(anchors["webp-m6"], ours[main_family], "cubic")
-    print(f"{main_family} vs webp-m6 with VCEG-M33 cubic fits: {percent(cubic)}")
+    return results
+
+
+def size_ratio(point: Point, anchor: list[Point]) -> float | None:
+    """point's bpp over the anchor's bpp at point's PSNR (log-bpp interpolated between the
+    anchor's two nearest settings); None when the anchor's settings do not reach it."""
+    pts = sorted(anchor, key=lambda p: p.psnr)
+    for lo, hi in itertools.pairwise(pts):
+        if lo.psnr <= point.psnr <= hi.psnr and hi.psnr > lo.psnr:
+            t = (point.psnr - lo.psnr) / (hi.psnr - lo.psnr)
+            bpp = math.exp(math.log(lo.bpp) + t * (math.log(hi.bpp) - math.log(lo.bpp)))
+            return point.bpp / bpp
+    return None
+
+
+def saving_line(anchor: list[Point], ours: list[Point], top: int = 2) -> str:
+    """blendae's bit saving at the anchor's `top` highest-PSNR points, blendae's bpp
+    log-linearly interpolated between its two nearest points (the README's "at AVIF's own
+    points" figures): where blendae's margin is thinnest."""
+    cells = []
+    for p in sorted(anchor, key=lambda p: p.psnr)[-top:]:
+        ratio = size_ratio(p, ours)  # the anchor's bits over blendae's
+        if ratio is None:
+            lo, hi = min(o.psnr for o in ours), max(o.psnr for o in ours)
+            cells.append(f"{p.setting} {p.psnr:.2f} dB: outside blendae's {lo:.2f}–{hi:.2f} dB")
+            continue
+        saving = (1 - 1 / ratio) * 100
+        more = "fewer" if saving >= 0 else "more"
+        cells.append(f"{p.setting} {p.psnr:.2f} dB: {abs(saving):.1f}% {more} bits")
+    return "; ".join(cells)
+
+
+def bd_line(name: str, webp: float | str, avif_payload: float | str) -> str:
+    """The summary line of one set: `bd SET vs-webp P% vs-avif-payload P%`."""
+    return f"bd {name} vs-webp {percent(webp)} vs-avif-payload {percent(avif_payload)}"
+
+
+def set_images(name: str, limit: int, mirror: str | None) -> np.ndarray:
+    """The first `limit` test images of one of ALL_SETS (or any `--data` spec) as uint8 RGB."""
+    if name == SHIFTED_SET:
+        return variant_images(SHIFTED_VARIANT, limit, mirror)
+    return test_images(name, limit, mirror)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--limit", type=int, default=1000, help="test images (default 1000)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_IMAGES} images (a set); blendae, WebP method=6 and AVIF only (≤ 90 s; "
+        "with --all-sets ≤ 3 min at 2 threads)",
+    )
+    parser.add_argument("--plot", type=Path, default=Path("docs/rd.png"))
+    parser.add_argument("--mirror", default=None, help="dataset mirror (default $BLENDAE_MIRROR)")
+    parser.add_argument(
+        "--data", default=STUDY, help=f"whose test split to code (default {STUDY}; any --data SPEC)"
+    )
+    parser.add_argument(
+        "--all-sets",
+        action="store_true",
+        help=f"the default zoo, WebP method=6 and AVIF's payload on each of {', '.join(ALL_SETS)}",
+    )
+    # 1 thread: on this shared 2-core machine two threads ran the codec ~2-3x slower.
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1); with --all-sets also Pillow's encoding threads",
+    )
+    return parser.parse_args()
+
+
+def run_one(args: argparse.Namespace, limit: int) -> None:
+    """Every codec on one `--data` set: table, speed, BD-rates, plot, the two final lines."""
+    images = test_images(args.data, limit, args.mirror)
+    print(
+        header(f"rate-distortion on {len(images)} {args.data} test images 32x32"), file=sys.stderr
+    )
+    print(f"Pillow {Image.__version__}", file=sys.stderr)
+    avif_name = next(iter(AVIF_SWEEP))
+    if not args.quick:
+        avif_name = choose_avif(images[:AVIF_SWEEP_IMAGES])
+    print(f"AVIF anchor: 4:4:4, {avif_name}, max_threads=1 (libavif + aom)")
+    points = blendae_points(images, baselines=True) + anchor_points(images, avif_name, args.quick)
+    print_table(points)
+    grouped = by_codec(points)
+    print_speed(grouped)
+    results = print_bd(grouped)
+    fam = main_family()
+    cubic = bd_or_reason(grouped["webp-m6"], grouped[fam], "cubic")
+    print(f"{fam} vs webp-m6 with VCEG-M33 cubic fits: {percent(cubic)}")
     if not args.quick:
         plot(points, args.plot)
         print(f"wrote {args.plot}")
     for anchor_name, label in (("avif-payload", "avif-payload"), ("webp-m6", "webp")):
-        bd = results[main_family, anchor_name]
+        bd = results[fam, anchor_name]
         print(
             f"bd-rate-vs-{label} {bd:.1f}%" if isinstance(bd, float) else f"bd-rate-vs-{label} {bd}"
         )
+
+
+def run_all_sets(args: argparse.Namespace, limit: int) -> None:
+    """The default zoo, WebP `method=6` and AVIF on each of ALL_SETS; one `bd` line per set.
+
+    The AVIF anchor is the full run's choice on the study's blends (speed 0, tune psnr),
+    not re-chosen per set. No speed lines: Pillow encodes on `--threads` threads here, so
+    that 6 sets of AVIF at speed 0 fit in 3 minutes on 2 cores.
+    """
+    print(header(f"rate-distortion on the first {limit} test images of each set"), file=sys.stderr)
+    print(f"Pillow {Image.__version__}", file=sys.stderr)
+    avif_name = next(iter(AVIF_SWEEP))
+    print(f"AVIF anchor: 4:4:4, {avif_name}, max_threads=1 (libavif + aom)")
+    fam = main_family()
+    models = [name for name, f in families().items() if f == fam]
+    summary = []
+    for name in ALL_SETS:
+        images = set_images(name, limit, args.mirror)
+        print(f"\n## {name}: {len(images)} images")
+        anchors = anchor_points(images, avif_name, quick=True, workers=max(args.threads, 1))
+        points = zoo_points(fam, models, images) + anchors
+        grouped = by_codec(points)
+        for p in points:
+            print(f"  {p.codec:14} {p.setting:4} {p.bpp:6.3f} bpp {p.psnr:6.2f} dB")
+        bd = print_bd(grouped)
+        saving = saving_line(grouped["avif-payload"], grouped[fam])
+        print(f"{fam} vs avif-payload at AVIF's top two points: {saving}")
+        summary.append(bd_line(name, bd[fam, "webp-m6"], bd[fam, "avif-payload"]))
+        sys.stdout.flush()
+    print()
+    print("\n".join(summary))
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    limit = min(args.limit, QUICK_IMAGES) if args.quick else args.limit
+    if args.all_sets:
+        run_all_sets(args, limit)
+    else:
+        run_one(args, limit)
 
 
 if __name__ == "__main__":

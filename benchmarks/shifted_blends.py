@@ -20,10 +20,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 import torch
-from torch import Tensor
 
+from benchmarks.blend_variants import blends, study_sources, to_uint8
 from benchmarks.common import header
 from benchmarks.rd import (
     AVIF_QUALITIES,
@@ -37,38 +36,9 @@ from benchmarks.rd import (
     measure,
     percent,
     pillow,
+    zoo_points,
 )
 from blendae import codec as api
-from blendae.data import load_blended
-
-
-def blends(cifar: Tensor, mnist: Tensor, seed: int = 1) -> dict[str, Tensor]:
-    """Name → (N, 3, 32, 32) blends in [0, 1] of photos (N, 3) and digits (N, 1)."""
-    perm = torch.randperm(len(mnist), generator=torch.Generator().manual_seed(seed))
-    return {
-        "test blends": (cifar + mnist) / 2,
-        "shuffled pairs": (cifar + mnist[perm]) / 2,
-        "flipped photo, rotated digit": (cifar.flip(3) + torch.rot90(mnist, 1, (2, 3))) / 2,
-        "inverted digits": (cifar + 1 - mnist.transpose(2, 3)) / 2,
-    }
-
-
-def to_uint8(x: Tensor) -> np.ndarray:
-    pixels = (x.expand(-1, 3, -1, -1) * 255).round().clamp(0, 255).to(torch.uint8)
-    return np.ascontiguousarray(pixels.permute(0, 2, 3, 1).numpy())
-
-
-def zoo_points(family: str, models: list[str], images: np.ndarray) -> list[Point]:
-    points: list[Point] = []
-    for model in models:
-        points += measure(
-            family,
-            model,
-            images,
-            lambda ims, m=model: api.compress_batch(list(ims), m),
-            lambda fs, m=model: api.decompress_batch(fs, m),
-        )
-    return points
 
 
 def main() -> None:
@@ -79,10 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(header(f"the codec on differently blended test images ({args.limit} per set)"))
-    sources = load_blended("unit", mirror=args.mirror, progress=False, sources=True).sources
-    assert sources is not None
-    test = sources["test"]
-    sets = blends(test.cifar[: args.limit], test.mnist[: args.limit])
+    sets = blends(*study_sources(args.limit, args.mirror))
     avif_setting = AVIF_SWEEP[next(iter(AVIF_SWEEP))]
     baselines = {
         f"blendae-{folder.name}": sorted(str(p) for p in folder.glob("q*.json"))

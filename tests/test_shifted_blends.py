@@ -1,9 +1,9 @@
-"""The blend variants of benchmarks/shifted_blends.py: the sources mixed differently."""
+"""The blend variants of benchmarks/blend_variants.py: the sources mixed differently."""
 
 from __future__ import annotations
 
 import torch
-from benchmarks.shifted_blends import blends, to_uint8
+from benchmarks.blend_variants import blends, to_uint8
 
 
 def test_the_variants_mix_the_same_sources_in_other_ways() -> None:
