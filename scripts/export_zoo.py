@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -22,7 +23,7 @@ from safetensors.torch import save_file
 
 from blendae import codec, runs
 from blendae.codec import loader
-from blendae.data import BlendedSplits, load_blended, to_pixels
+from blendae.data import STUDY, BlendedSplits, load_blended, to_pixels
 from blendae.files import atomic_write, write_json
 
 
@@ -36,6 +37,9 @@ def _storage(t: torch.Tensor, parameter: bool) -> torch.Tensor:
 def lineage(run: Path) -> tuple[list[str], float]:
     """The commands that trained run `run` from scratch, in order, and their epochs' seconds:
     a run started with --init-from continues the run it names, so that run's come first."""
+    if run.suffix == ".json":  # a shipped model: its JSON records its own lineage
+        meta = json.loads(run.read_text(encoding="utf-8"))
+        return meta["commands"], meta["train_seconds"]
     config = runs.load_config(run)
     state = runs.load_state(run)
     commands, seconds = lineage(Path(config.init_from)) if config.init_from else ([], 0.0)
@@ -43,9 +47,12 @@ def lineage(run: Path) -> tuple[list[str], float]:
     return commands + state.get("commands", []), seconds + own
 
 
-def export(run: Path, name: str, command: str, dest: Path) -> dict:
-    """Copy run `run` into the zoo folder `dest` as `name`; returns the JSON metadata written."""
+def export(run: Path, name: str, command: str, dest: Path, quality: int | None = None) -> dict:
+    """Copy run `run` into the zoo folder `dest` as `name`; returns the JSON metadata written.
+    A variable-rate model records `quality`, the default its files are coded at."""
     config, model = runs.load_model(run)
+    if getattr(model, "variable_rate", False) and quality is None:
+        raise SystemExit("a variable-rate model needs --quality, its default quality")
     parameters = {name for name, _ in model.named_parameters()}
     stored = {k: _storage(v, k in parameters) for k, v in model.state_dict().items()}
     reloaded = type(model)(**config.model_args)
@@ -55,6 +62,18 @@ def export(run: Path, name: str, command: str, dest: Path) -> dict:
     metrics = runs.load_state(run)["metrics"]
     commands, seconds = lineage(run)
     train_images = len(splits.train) - (config.val or 0)
+    data = {
+        "train": f"blended CIFAR-10/MNIST train split: the first {train_images:,} images "
+        f"(limit_train={config.limit_train})",
+        "validation": f"the last {config.val:,} training images" if config.val else None,
+        **{k: splits.manifest.get(k) for k in ("preset", "key", "pairing", "sources_sha256")},
+    }
+    if config.data != STUDY:  # trained on other data: the run's own record of it
+        data = {
+            "train": f"--data {config.data}",
+            "validation": f"{config.val:,} training images held out" if config.val else None,
+            "manifest": runs.load_state(run).get("data"),
+        }
     meta = {
         "name": name,
         "id": loader.model_id(reloaded).hex(),
@@ -64,12 +83,7 @@ def export(run: Path, name: str, command: str, dest: Path) -> dict:
         "lmbda": config.lmbda,
         # The commands that trained it, in order (the runs record each one), or as given.
         "commands": [command] if command else commands,
-        "data": {
-            "train": f"blended CIFAR-10/MNIST train split: the first {train_images:,} images "
-            f"(limit_train={config.limit_train})",
-            "validation": f"the last {config.val:,} training images" if config.val else None,
-            **{k: splits.manifest.get(k) for k in ("preset", "key", "pairing", "sources_sha256")},
-        },
+        "data": data,
         "training": {
             k: v
             for k, v in dataclasses.asdict(config).items()
@@ -80,6 +94,8 @@ def export(run: Path, name: str, command: str, dest: Path) -> dict:
         "train_seconds": round(seconds, 1),  # every stage's epochs (see `lineage`)
         "torch": torch.__version__,
     }
+    if quality is not None:
+        meta["quality"] = quality
     # Score the model as users get it (from a scratch copy), then publish both files.
     with tempfile.TemporaryDirectory() as scratch:
         save_file(stored, str(Path(scratch) / f"{name}.safetensors"))
@@ -113,8 +129,9 @@ def main() -> None:
         "--command", default="", help="the training command (default: the run's own record)"
     )
     parser.add_argument("--dest", type=Path, default=loader.zoo_folder(), help="zoo folder")
+    parser.add_argument("--quality", type=int, help="a variable-rate model's default quality")
     args = parser.parse_args()
-    meta = export(args.run, args.name, args.command, args.dest)
+    meta = export(args.run, args.name, args.command, args.dest, args.quality)
     print(f"{args.name}: id {meta['id']}, λ={meta['lmbda']}, {meta['train_seconds']} s")
 
 

@@ -240,8 +240,9 @@ def load_model(run_dir: Path) -> tuple[RunConfig, nn.Module]:
 
 def init_from(model: nn.Module, run_dir: Path) -> list[str]:
     """Start `model` from the trained weights of run `run_dir` (fine-tuning a model that
-    extends it); → the names of its tensors the run lacks, which keep their initialization."""
-    path = run_dir / WEIGHTS
+    extends it), or of a zoo-style model file `NAME.json` (its `NAME.safetensors`); → the
+    names of its tensors the run lacks, which keep their initialization."""
+    path = run_dir.with_suffix(".safetensors") if run_dir.suffix == ".json" else run_dir / WEIGHTS
     weights = _read_weights(path)
     try:
         result = model.load_state_dict(weights, strict=False)

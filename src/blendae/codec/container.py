@@ -1,4 +1,9 @@
-"""The `.bae` container: a 14-byte header at 32×32, then the model's coded byte strings.
+"""The `.bae` container: a 14-byte header at 32×32 (15 with a quality), then the model's
+coded byte strings.
+
+Version 1 files come from fixed-rate models; version 2 adds one byte after the channels,
+the quality (0..100) a variable-rate model coded the image at. A fixed-rate model still
+writes version 1, so its files stay byte for byte what earlier releases wrote.
 
 See docs/format.md for the byte layout. Parsing is strict: every malformed input becomes a
 `BlendaeError` that says what is wrong, before any decoding work is done.
@@ -12,7 +17,9 @@ from dataclasses import dataclass
 from blendae.errors import BlendaeError
 
 MAGIC = b"\xba\xe1"
-VERSION = 1
+VERSION = 1  # fixed-rate models' files
+VERSION_QUALITY = 2  # variable-rate models' files: a quality byte after the channels
+MAX_QUALITY = 100
 MODEL_ID_BYTES = 4
 MAX_SIDE = 65535  # height and width are varints of at most 3 bytes
 CHANNELS = (1, 3)
@@ -26,6 +33,7 @@ class Header:
     height: int
     width: int
     channels: int  # 1 (gray) or 3 (RGB)
+    quality: int | None = None  # 0..100 for a variable-rate model's file (version 2)
 
 
 def _varint(value: int) -> bytes:
@@ -60,12 +68,15 @@ def pack(header: Header, strings: list[bytes]) -> bytes:
     """
     assert len(header.model_id) == MODEL_ID_BYTES and header.channels in CHANNELS
     assert 1 <= header.height <= MAX_SIDE and 1 <= header.width <= MAX_SIDE
+    assert header.quality is None or 0 <= header.quality <= MAX_QUALITY
     payload = b"".join(_varint(len(s)) for s in strings[:-1]) + b"".join(strings)
+    quality = b"" if header.quality is None else bytes([header.quality])
     head = (
         MAGIC
-        + bytes([VERSION])
+        + bytes([VERSION if header.quality is None else VERSION_QUALITY])
         + header.model_id
         + bytes([header.channels])
+        + quality
         + _varint(header.height)
         + _varint(header.width)
     )
@@ -82,17 +93,19 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
             f"not a .bae file: starts with {data[:2].hex()} instead of {MAGIC.hex()}"
         )
     version = data[len(MAGIC)]
-    if version != VERSION:
+    if version not in (VERSION, VERSION_QUALITY):
         raise BlendaeError(
-            f".bae format version {version} is not supported: this blendae reads version "
-            f"{VERSION}; decode it with the blendae release that wrote it"
+            f".bae format version {version} is not supported: this blendae reads versions "
+            f"{VERSION} and {VERSION_QUALITY}; decode it with the blendae release that wrote it"
         )
     pos = len(MAGIC) + 1
-    if len(data) < pos + MODEL_ID_BYTES + 1:
+    fixed = MODEL_ID_BYTES + 1 + (version == VERSION_QUALITY)
+    if len(data) < pos + fixed:
         raise BlendaeError("truncated .bae file: it ends inside the header")
     model_id = data[pos : pos + MODEL_ID_BYTES]
     channels = data[pos + MODEL_ID_BYTES]
-    pos += MODEL_ID_BYTES + 1
+    quality = data[pos + MODEL_ID_BYTES + 1] if version == VERSION_QUALITY else None
+    pos += fixed
     height, pos = _read_varint(data, pos, "height")
     width, pos = _read_varint(data, pos, "width")
     if len(data) < pos + 4:
@@ -106,7 +119,9 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         raise BlendaeError(f"corrupt .bae header: {channels} channels (expected 1 or 3)")
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise BlendaeError(f"corrupt .bae header: image size {height}x{width}")
-    return Header(model_id, height, width, channels), payload
+    if quality is not None and quality > MAX_QUALITY:
+        raise BlendaeError(f"corrupt .bae header: quality {quality} (expected 0..100)")
+    return Header(model_id, height, width, channels, quality), payload
 
 
 def split_strings(payload: bytes, count: int) -> list[bytes]:

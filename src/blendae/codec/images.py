@@ -58,37 +58,63 @@ def to_uint8(x_hat: Tensor, codec: Codec, channels: int) -> np.ndarray:
     return torch.round(pixels.clamp(0, 255)).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def reconstruct(images: Sequence[np.ndarray], model: str | None = None) -> np.ndarray:
+def reconstruct(
+    images: Sequence[np.ndarray], model: str | None = None, quality: int | None = None
+) -> np.ndarray:
     """What decoding the images' files gives, computed by the model's evaluation forward pass
     (no entropy coding): same-shape images → uint8 (B, H, W, 3)."""
     codec = load_codec(model)
+    q = resolve_quality(codec, quality)
     h, w = images[0].shape[:2]
     with torch.inference_mode():
-        x_hat = codec.model(to_input(images, codec))["x_hat"][:, :, :h, :w]
+        x = to_input(images, codec)
+        x_hat = (codec.model(x) if q is None else codec.model(x, q))["x_hat"][:, :, :h, :w]
     return to_uint8(x_hat, codec, 3)
 
 
-def compress_batch(images: Sequence[np.ndarray], model: str | None = None) -> list[bytes]:
-    """Many images → `.bae` bytes each; same-size images share network calls."""
+def resolve_quality(codec: Codec, quality: int | None) -> int | None:
+    """The quality a file is coded at: `quality` (default: the model's) for a variable-rate
+    model; None for a fixed-rate one, which refuses a quality."""
+    if not codec.model.variable_rate:
+        if quality is not None:
+            raise BlendaeError(
+                f"model {codec.name!r} codes at one fixed rate; --quality needs a variable-rate "
+                "model (the default, general)"
+            )
+        return None
+    q = codec.quality if quality is None else quality
+    if isinstance(q, bool) or not isinstance(q, int) or not 0 <= q <= container.MAX_QUALITY:
+        raise BlendaeError(f"quality must be an integer 0..100, got {q!r}")
+    return q
+
+
+def compress_batch(
+    images: Sequence[np.ndarray], model: str | None = None, quality: int | None = None
+) -> list[bytes]:
+    """Many images → `.bae` bytes each; same-size images share network calls. `quality`
+    (0..100) sets a variable-rate model's trade-off (default: the model's own)."""
     codec = load_codec(model)
+    q = resolve_quality(codec, quality)
+    coding = {} if q is None else {"quality": q}
     shapes = [check_image(im) for im in images]
     out: list[bytes] = [b""] * len(images)
     groups: dict[tuple[int, int, int], list[int]] = {}
     for i, shape in enumerate(shapes):
         groups.setdefault(shape, []).append(i)
     for (h, w, c), members in groups.items():
-        header = container.Header(codec.model_id, h, w, c)
+        header = container.Header(codec.model_id, h, w, c, q)
         for chunk in batches(members, h * w):
             with torch.inference_mode():
-                strings = codec.model.compress(to_input([images[i] for i in chunk], codec))
+                x = to_input([images[i] for i in chunk], codec)
+                strings = codec.model.compress(x, **coding)
             for i, image_strings in zip(chunk, strings, strict=True):
                 out[i] = container.pack(header, image_strings)
     return out
 
 
-def compress(image: np.ndarray, model: str | None = None) -> bytes:
+def compress(image: np.ndarray, model: str | None = None, quality: int | None = None) -> bytes:
     """One uint8 image (H×W, H×W×1 or H×W×3) → `.bae` bytes."""
-    return compress_batch([image], model)[0]
+    return compress_batch([image], model, quality)[0]
 
 
 def decompress_batch(files: Sequence[bytes], model: str | None = None) -> list[np.ndarray]:
@@ -116,16 +142,18 @@ def decompress_parsed(
     out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(parsed)
     codecs = {key: codec_for(key[0], model) for key in groups}  # refuse before any decoding
     for key, members in groups.items():
-        codec, (_, h, w) = codecs[key], key
+        codec, (_, h, w, quality) = codecs[key], key
+        limits.check_quality(codec.model.variable_rate, quality, named, members[0])
+        coding = {} if quality is None else {"quality": quality}
         stride = codec.model.stride
         size = (h + -h % stride, w + -w % stride)  # the padded image the model coded
         for chunk in batches(members, size[0] * size[1]):
             strings = limits.strings_of(parsed, chunk, codec.model.num_strings, named)
             try:
                 with torch.inference_mode():
-                    x_hat = codec.model.decompress(strings, size)[:, :, :h, :w]
+                    x_hat = codec.model.decompress(strings, size, **coding)[:, :, :h, :w]
             except BlendaeError:
-                _name_the_bad_file(codec, chunk, strings, size, named)
+                _name_the_bad_file(codec, chunk, strings, size, named, coding)
                 raise
             kinds = {parsed[i][0].channels for i in chunk}
             rgb = to_uint8(x_hat, codec, 3) if 3 in kinds else None  # (B, h, w, 3)
@@ -143,12 +171,13 @@ def _name_the_bad_file(
     strings: list[list[bytes]],
     size: tuple[int, int],
     named: Named,
+    coding: dict[str, int],
 ) -> None:
     """A batch failed to decode: find its first bad file and raise that file's error."""
     for i, one in zip(chunk, strings, strict=True):
         try:
             with torch.inference_mode():
-                codec.model.decompress([one], size)
+                codec.model.decompress([one], size, **coding)
         except BlendaeError as exc:
             raise named(i, exc) from exc
 

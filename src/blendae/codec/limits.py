@@ -46,17 +46,18 @@ def naming(names: Sequence[str] | None) -> Named:
 
 def groups(
     parsed: list[tuple[container.Header, bytes]], named: Named
-) -> dict[tuple[bytes, int, int], list[int]]:
-    """Unpacked files grouped by (model id, height, width), after checking every size (only
-    a forged file can fail there): the files that can share network calls."""
+) -> dict[tuple[bytes, int, int, int | None], list[int]]:
+    """Unpacked files grouped by (model id, height, width, quality), after checking every
+    size (only a forged file can fail there): the files that can share network calls."""
     for i, (header, _) in enumerate(parsed):
         try:
             check_size(header.height, header.width)
         except BlendaeError as exc:
             raise named(i, exc) from exc
-    found: dict[tuple[bytes, int, int], list[int]] = {}
+    found: dict[tuple[bytes, int, int, int | None], list[int]] = {}
     for i, (header, _) in enumerate(parsed):
-        found.setdefault((header.model_id, header.height, header.width), []).append(i)
+        key = (header.model_id, header.height, header.width, header.quality)
+        found.setdefault(key, []).append(i)
     return found
 
 
@@ -71,3 +72,11 @@ def strings_of(
         except BlendaeError as exc:
             raise named(i, exc) from exc
     return strings
+
+
+def check_quality(variable_rate: bool, quality: int | None, named: Named, first: int) -> None:
+    """A file's quality byte must match its model: present exactly for variable-rate ones
+    (only a forged file can fail here, since the model id matched)."""
+    if variable_rate != (quality is not None):
+        want = "a quality (format version 2)" if variable_rate else "no quality (version 1)"
+        raise named(first, BlendaeError(f"corrupt .bae header: its model's files carry {want}"))

@@ -21,7 +21,7 @@ from torch import nn
 
 from blendae import runs
 from blendae.codec import container
-from blendae.codec.zoo import DEFAULT, unknown_model, zoo_entries, zoo_folder
+from blendae.codec.zoo import DEFAULT, canonical, unknown_model, zoo_entries, zoo_folder
 from blendae.data import PRESETS, Space
 from blendae.errors import BlendaeError
 from blendae.models import CompressionModel, build_model
@@ -37,6 +37,7 @@ class Codec:
     # the input space the model was trained in: a study preset's name, or a run's own
     # space (a model trained on other --data); see `blendae.data.to_pixels`
     preset: Space | str
+    quality: int | None = None  # a variable-rate model's default quality
 
 
 def model_id(model: nn.Module) -> bytes:
@@ -49,7 +50,9 @@ def model_id(model: nn.Module) -> bytes:
     return digest.digest()[: container.MODEL_ID_BYTES]
 
 
-def _ready(name: str, model: nn.Module, model_name: str, preset: Space | str) -> Codec:
+def _ready(
+    name: str, model: nn.Module, model_name: str, preset: Space | str, quality: int | None = None
+) -> Codec:
     """Check that `model` (weights loaded) can code, and wrap it as a `Codec`."""
     if not isinstance(model, CompressionModel):
         raise BlendaeError(
@@ -63,7 +66,9 @@ def _ready(name: str, model: nn.Module, model_name: str, preset: Space | str) ->
             f"{name}: the model has no coding tables (saved before update()); finish training it"
         )
     model = model.eval().to(memory_format=torch.channels_last)  # faster oneDNN convolutions
-    return Codec(name, model, model_id(model), preset)
+    if model.variable_rate and quality is None:
+        quality = model.quality
+    return Codec(name, model, model_id(model), preset, quality)
 
 
 def load_zoo_file(meta_path: Path, meta: dict[str, Any] | None = None) -> Codec:
@@ -74,7 +79,7 @@ def load_zoo_file(meta_path: Path, meta: dict[str, Any] | None = None) -> Codec:
         model.load_state_dict(load_file(str(meta_path.with_suffix(".safetensors"))))
     except (OSError, ValueError, KeyError, TypeError, SafetensorError, RuntimeError) as exc:
         raise BlendaeError(f"model {meta_path} is damaged ({exc}); reinstall it") from exc
-    codec = _ready(meta["name"], model, meta["model"], meta["preset"])
+    codec = _ready(meta["name"], model, meta["model"], meta["preset"], meta.get("quality"))
     if codec.model_id.hex() != meta["id"]:
         raise BlendaeError(f"model {meta_path} is damaged: its weights do not match its id")
     return codec
@@ -84,7 +89,7 @@ def load_zoo_file(meta_path: Path, meta: dict[str, Any] | None = None) -> Codec:
 def load_codec(model: str | None = None) -> Codec:
     """A shipped model by name (None: the default one), a zoo-style NAME.json file, or the
     run folder of a codec model."""
-    name = DEFAULT if model is None else model
+    name = DEFAULT if model is None else canonical(model)
     if name in zoo_entries():
         return load_zoo_file(zoo_folder() / f"{name}.json", zoo_entries()[name])
     if name.endswith(".json") and Path(name).is_file():
@@ -101,6 +106,7 @@ def load_codec(model: str | None = None) -> Codec:
 def codec_for(ident: bytes, model: str | None) -> Codec:
     """The codec that wrote a file with id `ident`: the one asked for, else a shipped one."""
     if model is not None:
+        model = canonical(model)
         codec = load_codec(model)
         if codec.model_id == ident:
             return codec

@@ -16,7 +16,10 @@ from typing import Any
 
 from blendae.errors import BlendaeError
 
-DEFAULT = "q3"  # the operating point `blendae compress` uses without --model
+DEFAULT = "general"  # the model `blendae compress` uses without --model
+# The study's specialised blend zoo, also named blend-q0..blend-q4 (`--model blend-q3`).
+ALIASES = {f"blend-q{k}": f"q{k}" for k in range(5)}
+NOT_CODECS = ("earlier", "separate")  # JSON files in the zoo folder that are not codecs
 
 
 def zoo_folder() -> Path:
@@ -27,10 +30,16 @@ def zoo_folder() -> Path:
 def zoo_entries() -> dict[str, dict[str, Any]]:
     """Name → metadata of every shipped codec model, in name order."""
     found: dict[str, dict[str, Any]] = {}
-    for meta_path in sorted(zoo_folder().glob("q*.json")):
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        found[meta["name"]] = meta
+    for meta_path in sorted(zoo_folder().glob("*.json")):
+        if meta_path.stem not in NOT_CODECS:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            found[meta["name"]] = meta
     return found
+
+
+def canonical(name: str) -> str:
+    """A shipped model's name with its alias resolved (blend-q3 → q3); others unchanged."""
+    return ALIASES.get(name, name)
 
 
 def unknown_model(ident: bytes, asked: str | None, asked_id: str | None) -> BlendaeError:

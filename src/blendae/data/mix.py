@@ -179,7 +179,7 @@ class MixedSet:
         return {k: v.to(self.device) for k, v in batch.items()}
 
 
-TrainSet = TensorSet | MixedSet
+TrainSet = TensorSet | MixedSet  # | UnionSet, defined below
 
 
 @dataclass
@@ -199,9 +199,9 @@ class Data:
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, splits: Data | BlendedSplits) -> Data:
+    def of(cls, splits: Data | MixData | BlendedSplits) -> Data | MixData:
         """`splits` as a `Data` (a `BlendedSplits` holds the study's blends)."""
-        if isinstance(splits, Data):
+        if isinstance(splits, Data | MixData):
             return splits
         return cls(parse_spec(STUDY), splits.preset, [], [], study_space(splits.preset), 3,
                    with_sources=splits.sources is not None, study=splits,
@@ -286,6 +286,88 @@ class Data:
         return any(isinstance(s.splits["train"], CropImages) for s in self.sources)
 
 
+@dataclass
+class UnionSet:
+    """A mixture's training set: its parts' sets one after another; a batch's images are
+    made by the parts they come from and concatenated."""
+
+    parts: list[TrainSet]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def batch(self, idx: Tensor, epoch: int, step: int) -> dict[str, Tensor]:
+        idx = idx.cpu()
+        made: list[dict[str, Tensor]] = []
+        start = 0
+        for part in self.parts:
+            mine = idx[(idx >= start) & (idx < start + len(part))] - start
+            if len(mine):
+                made.append(part.batch(mine, epoch, step))
+            start += len(part)
+        return {k: torch.cat([m[k] for m in made]) for k in made[0]}
+
+
+@dataclass
+class MixData:
+    """A mixture's data (`mix:A,B,...`): the union of its parts' images, all in one space.
+
+    A validation hold-out of n images takes each part's last images in proportion to its
+    size, so every kind of image is scored; the test split is every part's test split."""
+
+    spec: DataSpec
+    preset: str
+    parts: list[Data]
+    space: Space
+    channels: int
+    manifest: dict[str, Any]
+    has_val_split = False
+
+    def length(self, split: str) -> int:
+        return sum(p.length(split) for p in self.parts)
+
+    def _held_out(self, n_train: int) -> list[int]:
+        """Per part, how many of its last training images a hold-out leaves to validation."""
+        total = self.length("train")
+        held = total - n_train
+        counts = [p.length("train") * held // total for p in self.parts]
+        counts[-1] += held - sum(counts)
+        return counts
+
+    def tensors(
+        self, split: str, limit: int | None, device: torch.device, start: int = 0
+    ) -> dict[str, Tensor]:
+        """Evaluation tensors: with `start` on the training split, the hold-out that
+        `train_set(..., stop=start)` leaves out; else each part's first images, `limit` in
+        all, shared in proportion to the parts' sizes."""
+        if split == "train" and start:
+            held = self._held_out(start)
+            parts = [
+                p.tensors(split, None, device, start=p.length(split) - k)
+                for p, k in zip(self.parts, held, strict=True)
+                if k
+            ]
+        else:
+            total = self.length(split)
+            share = [
+                None if limit is None else max(1, limit * p.length(split) // total)
+                for p in self.parts
+            ]
+            parts = [p.tensors(split, k, device) for p, k in zip(self.parts, share, strict=True)]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def train_set(
+        self, limit: int | None, stop: int | None, seed: int, device: torch.device
+    ) -> UnionSet:
+        held = self._held_out(stop) if stop is not None else [0] * len(self.parts)
+        sets = []
+        for i, (part, k) in enumerate(zip(self.parts, held, strict=True)):
+            n = part.length("train") - k
+            share = None if limit is None else max(1, limit * n // max(stop or 1, 1))
+            sets.append(part.train_set(share, n, seed * 1009 + i, device))
+        return UnionSet(sets)
+
+
 def _channels(sources: list[Source], channels: int | None) -> int:
     gray = all(s.channels == 1 for s in sources)
     if channels is None:
@@ -327,6 +409,9 @@ def load_data(
     """The data of `spec` for a run (see the module docstring); files are fetched,
     verified and cached as `blendae prepare` does."""
     parsed = parse_spec(spec)
+    if parsed.parts:
+        return _load_mixture(parsed, preset, size, channels, augment_ops, pairing, split,
+                             mirror, cache, sources, progress, counts)  # fmt: skip
     ops = check_augments(augment_ops)
     if pairing not in PAIRINGS:
         raise BlendaeError(f"--pairing {pairing!r}: choose one of {', '.join(PAIRINGS)}")
@@ -368,3 +453,54 @@ def load_data(
     data = Data(parsed, preset, loaded, norms, space_of(norms, c), c, ops, pairing, sources)
     data.manifest = manifest
     return data
+
+
+def _load_mixture(
+    parsed: DataSpec,
+    preset: str,
+    size: int,
+    channels: int | None,
+    augment_ops: Sequence[str],
+    pairing: str,
+    split: Sequence[int],
+    mirror: str | None,
+    cache: str | Path | None,
+    sources: bool,
+    progress: bool,
+    counts: Counts,
+) -> MixData:
+    """A mixture: each part loaded as its own spec (random pairing for its blends only),
+    all in one space, so the parts must share a preset that does not depend on the data."""
+    if preset != "unit":
+        raise BlendaeError(
+            f"--data {parsed}: a mixture's parts must share one input space: use --preset unit"
+        )
+    if sources:
+        raise BlendaeError(f"separation needs a blend of two sources; --data {parsed} is a mixture")
+    parts = [
+        load_data(
+            str(part),
+            preset=preset,
+            size=size,
+            channels=channels or 3,
+            augment_ops=augment_ops,
+            pairing=pairing if part.is_blend else "fixed",
+            split=split,
+            mirror=mirror,
+            cache=cache,
+            progress=progress,
+            counts=counts,
+        )
+        for part in parsed.parts
+    ]
+    c = parts[0].channels
+    manifest = {
+        "data": str(parsed),
+        "preset": preset,
+        "size": size,
+        "channels": c,
+        "parts": [p.manifest for p in parts],
+        "augment": list(augment_ops),
+        "pairing": pairing,
+    }
+    return MixData(parsed, preset, parts, parts[0].space, c, manifest)

@@ -1,9 +1,10 @@
 """`--data SPEC`: which images a run trains on.
 
-A spec is one source (`cifar10`, `mnist`, `fashion-mnist`, `folder:PATH`) or a blend of
-two (`blend:A+B`: image i of A averaged with image i of B). The study's data is
-`blend:cifar10+mnist`, the default. A folder's path is made absolute, so the spec a run
-records names the same images wherever the command was started.
+A spec is one source (`cifar10`, `mnist`, `fashion-mnist`, `folder:PATH`), a blend of
+two (`blend:A+B`: image i of A averaged with image i of B), or a mixture of such specs
+(`mix:A,B,...`: the union of their images, for a model meant to code all of them). The
+study's data is `blend:cifar10+mnist`, the default. A folder's path is made absolute, so
+the spec a run records names the same images wherever the command was started.
 """
 
 from __future__ import annotations
@@ -17,20 +18,28 @@ from blendae.errors import BlendaeError
 BUILTIN = ("cifar10", "mnist", "fashion-mnist")
 FOLDER = "folder:"
 BLEND = "blend:"
+MIX = "mix:"
 STUDY = "blend:cifar10+mnist"
 PRESET_NAMES = ("seed", "unit", "data")  # see blendae.data.normalize
 PAIRINGS = ("fixed", "random")
 AUGMENTS = ("hflip", "vflip", "rot90", "transpose", "invert")  # see blendae.data.transforms
-EXAMPLES = "cifar10, fashion-mnist, folder:PATH, blend:cifar10+mnist, blend:folder:PATH+mnist"
+EXAMPLES = (
+    "cifar10, fashion-mnist, folder:PATH, blend:cifar10+mnist, blend:folder:PATH+mnist, "
+    "mix:cifar10,mnist,blend:cifar10+mnist"
+)
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """One source, or the two sources of a blend, each a builtin name or `folder:/abs/path`."""
+    """One source, or the two sources of a blend, each a builtin name or `folder:/abs/path`;
+    or a mixture: its parts, each one of those (no sources of its own)."""
 
     sources: tuple[str, ...]
+    parts: tuple[DataSpec, ...] = ()
 
     def __str__(self) -> str:
+        if self.parts:
+            return MIX + ",".join(str(p) for p in self.parts)
         return self.sources[0] if len(self.sources) == 1 else BLEND + "+".join(self.sources)
 
     @property
@@ -51,10 +60,39 @@ def _source(text: str) -> str | None:
     return None
 
 
-def parse_spec(text: str) -> DataSpec:
+def _mixture(body: str) -> list[DataSpec] | None:
+    """The parts of a mixture's body, or None; a folder path may hold ',' (the split into
+    specs that all parse wins, the earliest commas first)."""
+    if not body:
+        return None
+    try:
+        return [parse_spec(body, mixture=False)]
+    except BlendaeError:
+        pass
+    for i, char in enumerate(body):
+        if char == ",":
+            try:
+                head = parse_spec(body[:i], mixture=False)
+            except BlendaeError:
+                continue
+            rest = _mixture(body[i + 1 :])
+            if rest is not None:
+                return [head, *rest]
+    return None
+
+
+def parse_spec(text: str, mixture: bool = True) -> DataSpec:
     """Parse `--data`; a folder path may hold '+' (the split that names two sources wins)."""
     if not isinstance(text, str) or not text:
         raise BlendaeError(f"--data needs a spec such as {EXAMPLES}")
+    if mixture and text.startswith(MIX):
+        parts = _mixture(text[len(MIX) :])
+        if not parts or len(parts) < 2 or len(set(parts)) != len(parts):
+            raise BlendaeError(
+                f"--data {text!r}: a mixture names two or more different specs, mix:A,B,..., "
+                "each a source or a blend (not a mixture)"
+            )
+        return DataSpec((), tuple(parts))
     if text.startswith(BLEND):
         body = text[len(BLEND) :]
         for i, char in enumerate(body):

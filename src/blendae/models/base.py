@@ -28,6 +28,8 @@ class CompressionModel(nn.Module):
 
     stride: int = 1  # image sides must be multiples of it (the codec layer pads to it)
     num_strings: ClassVar[int] = 1  # byte strings per image
+    # True: compress/decompress take `quality` (0..100) and files record it
+    variable_rate: ClassVar[bool] = False
 
     @property
     def is_updated(self) -> bool:

@@ -158,7 +158,7 @@ class MeanScaleHyperprior(CompressionModel):
 
         In evaluation after `update()` this is decoding, bit for bit: the exact networks and
         the coded symbols, so metrics measure the real codec."""
-        y = self.g_a(x)
+        y = self._into(self.g_a(x))
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         if self.training:
@@ -168,19 +168,27 @@ class MeanScaleHyperprior(CompressionModel):
             rounded = _ste_round if self.ste else lambda v, _: quantize(v, "noise")
             y_hat, mean, scale = self._mean_scale(y, self.h_s(z_hat), rounded, exact=False)
             y_likelihoods = self.gaussian.likelihood(quantize(y, "noise"), mean, scale)
-            x_hat = self.g_s(y_hat)
+            x_hat = self.g_s(self._out(y_hat))
         elif self.is_updated and self._exact_current:
             hs = self.h_s_exact(z_hat)
             y_hat, mean, scale = self._mean_scale(y, hs, self._coded, exact=True)
             y_likelihoods = self.gaussian.likelihood(y_hat, mean, scale)
-            x_hat = self.g_s_exact(y_hat)
+            x_hat = self.g_s_exact(self._out(y_hat))
         else:
             y_hat, mean, scale = self._mean_scale(
                 y, self.h_s(z_hat), lambda v, m: torch.round(v - m) + m, exact=False
             )
             y_likelihoods = self.gaussian.likelihood(y_hat, mean, scale)
-            x_hat = self.g_s(y_hat)
+            x_hat = self.g_s(self._out(y_hat))
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    def _into(self, y: Tensor) -> Tensor:
+        """The latent the entropy model codes, from g_a's output (a rate control's hook)."""
+        return y
+
+    def _out(self, y_hat: Tensor) -> Tensor:
+        """g_s's input, from the decoded latent (the inverse hook of `_into`)."""
+        return y_hat
 
     def _coded(self, y: Tensor, mean: Tensor) -> Tensor:
         """What the decoder reconstructs of y: its coded symbols plus the mean."""
@@ -261,6 +269,7 @@ class MeanScaleHyperprior(CompressionModel):
         top of the rest), so z decodes first."""
         tiled = self._tiled(x.shape[2] * x.shape[3])
         y = tiling.analysis(self.g_a, x, 4, self.tile, self.halo) if tiled else self.g_a(x)
+        y = self._into(y)
         z_indices = self.entropy_bottleneck.indices(self.h_a(y))
         hs = self._map(self.h_s_exact, self.entropy_bottleneck.dequantize(z_indices), 4, tiled)
         _, mean, scale = self._mean_scale(y, hs, self._coded, exact=True, tiled=tiled)
@@ -307,7 +316,7 @@ class MeanScaleHyperprior(CompressionModel):
             symbols[:, part] = torch.from_numpy(decoded)
         for coder in coders:
             check_empty(coder)
-        y_hat = symbols + params.chunk(2, dim=1)[0]
+        y_hat = self._out(symbols + params.chunk(2, dim=1)[0])
         if tiled:
             return tiling.synthesis(self.g_s_exact, y_hat, 4, self.tile, self.halo)
         return self.g_s_exact(y_hat)

@@ -16,6 +16,7 @@ from blendae.errors import BlendaeError
 from blendae.models.base import SeparationModel
 from blendae.models.conv import ConvAutoencoder
 from blendae.models.factorized import FactorizedPrior
+from blendae.models.gained import GainedHyperprior
 from blendae.models.hyperprior import MeanScaleHyperprior
 from blendae.models.names import DEFAULT_MODEL, MODEL_NAMES
 from blendae.models.seed import SeedAutoencoder
@@ -37,6 +38,10 @@ MODELS: dict[str, ModelSpec] = {
     "hyperprior": ModelSpec(
         MeanScaleHyperprior,
         "mean-scale hyperprior codec (Minnen 2018) with integer-exact decoding",
+    ),
+    "gained": ModelSpec(
+        GainedHyperprior,
+        "variable-rate hyperprior codec: one model, quality 0-100 (gain units, Cui 2021)",
     ),
     "unet-sep": ModelSpec(
         UNetSeparator, "separation: a small U-Net predicting the digit; CIFAR = 2·blend − digit"

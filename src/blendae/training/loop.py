@@ -513,7 +513,10 @@ def _end_epoch(
         )
         return
     if epoch == s.config.epochs and isinstance(s.model, CompressionModel):
-        s.model.update()  # freeze the codec's integer tables before the final save
+        # Freeze the codec's integer tables before the final save; they are made on the CPU.
+        device = next(s.model.parameters()).device
+        s.model.cpu().update()
+        s.model.to(device)
     checkpoint = runs.Checkpoint(
         model=s.model.state_dict(),
         optimizer=s.optimizer.state_dict(),

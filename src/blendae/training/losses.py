@@ -16,6 +16,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -30,16 +31,29 @@ def reconstruction(out: dict[str, Any], batch: dict[str, Tensor]) -> tuple[Tenso
 
 
 def rate_distortion(
-    out: dict[str, Any], batch: dict[str, Tensor], lmbda: float
+    out: dict[str, Any], batch: dict[str, Tensor], lmbda: float | None
 ) -> tuple[Tensor, dict[str, float]]:
-    """λ·255²·MSE + bpp, and floats to log: `mse`, `bpp`, `psnr` (x in [0, 1])."""
+    """λ·255²·MSE + bpp, and floats to log: `mse`, `bpp`, `psnr` (x in [0, 1]).
+
+    A variable-rate model's training output carries a λ per image (`out["lmbda"]`): then
+    each image's distortion is weighed by its own λ, against its own rate."""
     x = batch["x"]
-    mse = F.mse_loss(out["x_hat"].float(), x.float())
     b, _, h, w = x.shape
-    bpp = bits_per_pixel(out["likelihoods"], b * h * w)
+    if "lmbda" in out:
+        per_image = (out["x_hat"].float() - x.float()).square().mean(dim=(1, 2, 3))
+        rates = sum(
+            -torch.log2(lik.float()).flatten(1).sum(1) for lik in out["likelihoods"].values()
+        )
+        rates = rates / (h * w)
+        loss = (out["lmbda"] * 255**2 * per_image + rates).mean()
+        mse, bpp = per_image.mean(), rates.mean()
+    else:
+        mse = F.mse_loss(out["x_hat"].float(), x.float())
+        bpp = bits_per_pixel(out["likelihoods"], b * h * w)
+        loss = lmbda * 255**2 * mse + bpp
     mse_value = float(mse.detach())
     psnr = 10 * math.log10(1 / mse_value) if mse_value > 0 else float("inf")
-    return lmbda * 255**2 * mse + bpp, {"mse": mse_value, "bpp": float(bpp.detach()), "psnr": psnr}
+    return loss, {"mse": mse_value, "bpp": float(bpp.detach()), "psnr": psnr}
 
 
 def separation(out: dict[str, Any], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
@@ -51,6 +65,13 @@ def separation(out: dict[str, Any], batch: dict[str, Tensor]) -> tuple[Tensor, d
 
 def objective_for(model: nn.Module, name: str, lmbda: float | None, preset: str) -> Objective:
     """The objective of `model`, refusing a λ it cannot use, a missing one, a wrong space."""
+    if isinstance(model, CompressionModel) and model.variable_rate:
+        if lmbda is not None:
+            raise BlendaeError(
+                f"model {name!r} learns every rate at once: drop --lambda and set its range "
+                'in --model-args (e.g. {"lmbda": [0.002, 0.3]})'
+            )
+        return partial(rate_distortion, lmbda=None)
     if isinstance(model, CompressionModel):
         if lmbda is None:
             raise BlendaeError(

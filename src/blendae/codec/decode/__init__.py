@@ -18,8 +18,8 @@ import numpy as np
 
 from blendae.codec import container, limits
 from blendae.codec.decode.models import Decoder, load, to_uint8
-from blendae.codec.limits import Named, batches, naming
-from blendae.codec.zoo import unknown_model, zoo_entries, zoo_folder
+from blendae.codec.limits import Named, batches, check_quality, naming
+from blendae.codec.zoo import canonical, unknown_model, zoo_entries, zoo_folder
 from blendae.errors import BlendaeError
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
 @lru_cache(maxsize=16)
 def load_decoder(model: str) -> Decoder:
     """A shipped model by name, or a model stored as the zoo stores them (NAME.json)."""
+    model = canonical(model)
     if model in zoo_entries():
         return load(zoo_folder() / f"{model}.json")
     if model.endswith(".json") and Path(model).is_file():
@@ -76,7 +77,7 @@ def handles(parsed: list[tuple[container.Header, bytes]], model: str | None) -> 
     """Whether these files decode here to the torch decoder's pixels: not with a run folder
     as `model`, nor (while torch is installed) by a model whose networks are not exact.
     Unknown models count as handled: the error is the same."""
-    stored = model is None or model in zoo_entries() or model.endswith(".json")
+    stored = model is None or canonical(model) in zoo_entries() or model.endswith(".json")
     if not stored or (model is not None and model.endswith(".json") and not Path(model).is_file()):
         return False  # a run folder, or no such file: torch's decoder, and its error
     if not torch_installed():
@@ -102,11 +103,12 @@ def decode_parsed(
     out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(parsed)
     decoders = {key: decoder_for(key[0], model, extra) for key in groups}  # refuse first
     for key, members in groups.items():
-        decoder, (_, h, w) = decoders[key], key
+        decoder, (_, h, w, quality) = decoders[key], key
+        check_quality(decoder.variable_rate, quality, named, members[0])
         size = (h + -h % decoder.stride, w + -w % decoder.stride)
         for chunk in batches(members, size[0] * size[1]):
             strings = [one for (one,) in limits.strings_of(parsed, chunk, 1, named)]
-            x_hat = _decode_chunk(decoder, chunk, strings, size, named)[:, :h, :w]
+            x_hat = _decode_chunk(decoder, chunk, strings, size, quality, named)[:, :h, :w]
             for k, i in enumerate(chunk):
                 channels = parsed[i][0].channels
                 image = to_uint8(x_hat[k : k + 1], decoder.preset, channels)[0]
@@ -119,15 +121,16 @@ def _decode_chunk(
     chunk: list[int],
     strings: list[bytes],
     size: tuple[int, int],
+    quality: int | None,
     named: Named,
 ) -> np.ndarray:
     """Decode same-size files together; if one is bad, raise the first bad one's error."""
     try:
-        return decoder.decode(strings, size)
+        return decoder.decode(strings, size, quality)
     except BlendaeError:
         for i, one in zip(chunk, strings, strict=True):
             try:
-                decoder.decode([one], size)
+                decoder.decode([one], size, quality)
             except BlendaeError as exc:
                 raise named(i, exc) from exc
         raise
