@@ -33,11 +33,13 @@ from benchmarks.rd import (
     Point,
     avif,
     bd_or_reason,
+    families,
     mdat_payload_size,
     measure,
     percent,
     pillow,
     size_ratio,
+    zoo_points,
 )
 from blendae import codec as api
 
@@ -52,6 +54,9 @@ PHOTOS = (
 )
 
 
+PHOTO_QUALITIES = (0, 20, 40, 80, 100)  # plus the general model's default
+
+
 def photo_folder() -> Path:
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
@@ -60,17 +65,16 @@ def photo_folder() -> Path:
 
 
 def points_for(image: np.ndarray) -> list[Point]:
-    """Every codec at every setting on one photo (a batch of one)."""
+    """Every codec at every setting on one photo (a batch of one): the general model at
+    PHOTO_QUALITIES and its default quality, the blend zoo, and the anchors."""
     batch = image[None]
     points: list[Point] = []
-    for name in api.zoo_entries():
-        points += measure(
-            "blendae",
-            name,
-            batch,
-            lambda ims, n=name: api.compress_batch(list(ims), n),
-            lambda fs: api.decompress_batch(fs),
-        )
+    for family, members in families().items():
+        if members[0][1] is not None:  # the variable-rate model: fewer points on photos
+            default = api.zoo_entries()[members[0][0]]["quality"]
+            qualities = sorted({*PHOTO_QUALITIES, default})
+            members = [(members[0][0], q) for q in qualities]
+        points += zoo_points(family, members, batch)
     for q in WEBP_QUALITIES:
         points += measure("webp-m6", f"q{q}", batch, *pillow("WEBP", quality=q, method=6))
     setting = AVIF_SWEEP[next(iter(AVIF_SWEEP))]
@@ -105,27 +109,46 @@ def main() -> None:
         for codec, pts in by_codec.items():
             cells = ", ".join(f"{p.setting} {p.bpp:.3f}/{p.psnr:.2f}" for p in pts)
             print(f"  {codec:13} {cells}")
-        ours = by_codec.pop("blendae")
-        default = next(p for p in ours if p.setting == api.DEFAULT)
+        ours = {f: by_codec.pop(f) for f in families()}
         row = {"photo": name}
-        for anchor, pts in by_codec.items():
-            row[anchor] = ratio = size_ratio(default, pts)
-            bd = bd_or_reason(pts, ours)
-            shown = percent(bd) if isinstance(bd, float) else "n/a (PSNR ranges barely overlap)"
-            print(
-                f"  vs {anchor:13} BD-rate {shown}; at {default.setting}'s "
-                f"{default.psnr:.2f} dB blendae takes {fmt_ratio(ratio)} the anchor's bits"
-            )
-        enc = np.mean([h * w * p.encode_per_s for p in ours]) / 1e6
-        dec = np.mean([h * w * p.decode_per_s for p in ours]) / 1e6
-        print(f"  blendae speed: encode {enc:.2f} Mpixel/s, decode {dec:.2f} Mpixel/s")
+        for family, pts_ours in ours.items():
+            default = _default_point(family, pts_ours)
+            for anchor, pts in by_codec.items():
+                row[family, anchor] = ratio = size_ratio(default, pts)
+                bd = bd_or_reason(pts, pts_ours)
+                shown = percent(bd) if isinstance(bd, float) else "n/a (PSNR ranges barely overlap)"
+                print(
+                    f"  {family} vs {anchor:13} BD-rate {shown}; at {default.setting}'s "
+                    f"{default.psnr:.2f} dB it takes {fmt_ratio(ratio)} the anchor's bits"
+                )
+            enc = np.mean([h * w * p.encode_per_s for p in pts_ours]) / 1e6
+            dec = np.mean([h * w * p.decode_per_s for p in pts_ours]) / 1e6
+            print(f"  {family} speed: encode {enc:.2f} Mpixel/s, decode {dec:.2f} Mpixel/s")
         summary.append(row)
 
-    anchors = [k for k in summary[0] if k != "photo"]
-    print(f"\nblendae {api.DEFAULT}'s bits over each anchor's at equal PSNR (< 1: blendae smaller)")
-    print(f"{'photo':24}" + "".join(f"{a:>14}" for a in anchors))
-    for row in summary:
-        print(f"{row['photo']:24}" + "".join(f"{fmt_ratio(row[a]):>14}" for a in anchors))
+    for family in families():
+        print(
+            f"\n{family} at its default ({_default_label(family)}): bits over each anchor's "
+            "at equal PSNR (< 1: blendae smaller)"
+        )
+        anchors = [k[1] for k in summary[0] if k != "photo" and k[0] == family]
+        print(f"{'photo':24}" + "".join(f"{a:>14}" for a in anchors))
+        for row in summary:
+            cells = "".join(f"{fmt_ratio(row[family, a]):>14}" for a in anchors)
+            print(f"{row['photo']:24}" + cells)
+
+
+def _default_label(family: str) -> str:
+    """The setting a family's default point has: the general model's default quality, or
+    the blend zoo's q3 (0.5's default)."""
+    members = families()[family]
+    if members[0][1] is None:
+        return "q3"
+    return f"q{api.zoo_entries()[members[0][0]]['quality']}"
+
+
+def _default_point(family: str, points: list[Point]) -> Point:
+    return next(p for p in points if p.setting == _default_label(family))
 
 
 def fmt_ratio(ratio: float | None) -> str:

@@ -87,6 +87,7 @@ ALL_SETS = (
     SHIFTED_SET,
 )
 MIN_SHARED_DB = 1.0  # a BD-rate over less shared PSNR than this is not reported
+GENERAL_QUALITIES = tuple(range(0, 101, 10))  # the variable-rate model's points
 
 Encode = Callable[[np.ndarray], list[bytes]]
 Decode = Callable[[list[bytes]], list[np.ndarray]]
@@ -374,35 +375,42 @@ def test_images(spec: str, limit: int, mirror: str | None) -> np.ndarray:
     return np.ascontiguousarray(pixels.permute(0, 2, 3, 1).numpy())
 
 
-def families() -> dict[str, str]:
-    """Shipped model name -> label of its family ("blendae", or "blendae-<model>" when the
-    zoo ships several model kinds)."""
-    kinds = {name: meta.get("model", "?") for name, meta in api.zoo_entries().items()}
-    if len(set(kinds.values())) <= 1:
-        return dict.fromkeys(kinds, "blendae")
-    return {name: f"blendae-{kind}" for name, kind in kinds.items()}
+def families() -> dict[str, list[tuple[str, int | None]]]:
+    """The shipped codecs by family: label → its points, (model, quality or None). The
+    variable-rate general model is one family, coded at GENERAL_QUALITIES; the fixed-rate
+    blend zoo (q0..q4) is another."""
+    found: dict[str, list[tuple[str, int | None]]] = {}
+    for name, meta in api.zoo_entries().items():
+        if meta.get("model") == "gained":
+            found[f"blendae-{name}"] = [(name, q) for q in GENERAL_QUALITIES]
+        else:
+            found.setdefault("blendae-blend", []).append((name, None))
+    return found
 
 
-def zoo_points(family: str, models: list[str], images: np.ndarray) -> list[Point]:
-    """Code `images` with each model (a zoo name or a model's .json), labelled `family`."""
+def zoo_points(
+    family: str, models: list[str] | list[tuple[str, int | None]], images: np.ndarray
+) -> list[Point]:
+    """Code `images` with each model (a zoo name or a model's .json, with its quality for a
+    variable-rate model), labelled `family`."""
     points: list[Point] = []
-    for model in models:
+    for entry in models:
+        model, quality = entry if isinstance(entry, tuple) else (entry, None)
         points += measure(
             family,
-            Path(model).stem,
+            Path(model).stem if quality is None else f"q{quality}",
             images,
-            lambda ims, m=model: api.compress_batch(list(ims), m),
+            lambda ims, m=model, q=quality: api.compress_batch(list(ims), m, q),
             lambda fs, m=model: api.decompress_batch(fs, m),
         )
     return points
 
 
 def blendae_points(images: np.ndarray, baselines: bool) -> list[Point]:
-    """The shipped zoo, family by family, and (with `baselines`) the earlier zoos."""
-    family = families()
+    """The shipped codecs, family by family, and (with `baselines`) the earlier zoos."""
     points: list[Point] = []
-    for label in dict.fromkeys(family.values()):
-        points += zoo_points(label, [n for n, f in family.items() if f == label], images)
+    for label, members in families().items():
+        points += zoo_points(label, members, images)
     if baselines:
         for folder in sorted(p for p in BASELINE.iterdir() if p.is_dir()):
             models = sorted(str(p) for p in folder.glob("q*.json"))
@@ -434,8 +442,7 @@ def anchor_points(images: np.ndarray, avif_name: str, quick: bool, workers: int 
 
 def main_family() -> str:
     """The family of the default model: the one the final lines report."""
-    family = families()
-    return family.get(api.DEFAULT, next(iter(family.values())))
+    return next(f for f, members in families().items() if api.DEFAULT in dict(members))
 
 
 def by_codec(points: list[Point]) -> dict[str, list[Point]]:
@@ -586,7 +593,8 @@ def run_one(args: argparse.Namespace, limit: int) -> None:
 
 
 def run_all_sets(args: argparse.Namespace, limit: int) -> None:
-    """The default zoo, WebP `method=6` and AVIF on each of ALL_SETS; one `bd` line per set.
+    """The shipped codecs, WebP `method=6` and AVIF on each of ALL_SETS; one `bd` line per
+    set for the default (general) model at the end, after the specialised blend zoo's.
 
     The AVIF anchor is the full run's choice on the study's blends (speed 0, tune psnr),
     not re-chosen per set. No speed lines: Pillow encodes on `--threads` threads here, so
@@ -597,22 +605,28 @@ def run_all_sets(args: argparse.Namespace, limit: int) -> None:
     avif_name = next(iter(AVIF_SWEEP))
     print(f"AVIF anchor: 4:4:4, {avif_name}, max_threads=1 (libavif + aom)")
     fam = main_family()
-    models = [name for name, f in families().items() if f == fam]
-    summary = []
+    shipped = families()
+    summary, specialised = [], []
     for name in ALL_SETS:
         images = set_images(name, limit, args.mirror)
         print(f"\n## {name}: {len(images)} images")
         anchors = anchor_points(images, avif_name, quick=True, workers=max(args.threads, 1))
-        points = zoo_points(fam, models, images) + anchors
-        grouped = by_codec(points)
-        for p in points:
+        points = [p for f, members in shipped.items() for p in zoo_points(f, members, images)]
+        grouped = by_codec(points + anchors)
+        for p in points + anchors:
             print(f"  {p.codec:14} {p.setting:4} {p.bpp:6.3f} bpp {p.psnr:6.2f} dB")
         bd = print_bd(grouped)
-        saving = saving_line(grouped["avif-payload"], grouped[fam])
-        print(f"{fam} vs avif-payload at AVIF's top two points: {saving}")
+        for family in shipped:
+            saving = saving_line(grouped["avif-payload"], grouped[family])
+            print(f"{family} vs avif-payload at AVIF's top two points: {saving}")
+            if family != fam:
+                line = bd_line(name, bd[family, "webp-m6"], bd[family, "avif-payload"])
+                specialised.append(f"{family}: {line}")
         summary.append(bd_line(name, bd[fam, "webp-m6"], bd[fam, "avif-payload"]))
         sys.stdout.flush()
     print()
+    print("\n".join(specialised))
+    print(f"{fam} (the default model):")
     print("\n".join(summary))
 
 

@@ -32,13 +32,13 @@ from benchmarks.rd import (
     Point,
     avif,
     bd_or_reason,
+    families,
     mdat_payload_size,
     measure,
     percent,
     pillow,
     zoo_points,
 )
-from blendae import codec as api
 
 
 def main() -> None:
@@ -58,7 +58,7 @@ def main() -> None:
     }
     for name, x in sets.items():
         images = to_uint8(x)
-        ours = zoo_points("blendae", list(api.zoo_entries()), images)
+        ours = zoo_points("blendae", families()["blendae-blend"], images)
         anchors: dict[str, list[Point]] = {"webp-m6": [], "avif-payload": []}
         for q in WEBP_QUALITIES:
             webp = pillow("WEBP", quality=q, method=6)

@@ -65,8 +65,8 @@ def test_foreign_and_future_files(run: str, valid: bytes) -> None:
     with pytest.raises(BlendaeError, match=r"not a \.bae file"):
         api.decompress(b"\x89PNG\r\n\x1a\n" + bytes(40), run)
     future = bytearray(valid)
-    future[2] = stream.VERSION + 1
-    with pytest.raises(BlendaeError, match="version 2 is not supported"):
+    future[2] = stream.VERSION_QUALITY + 1
+    with pytest.raises(BlendaeError, match="version 3 is not supported"):
         api.decompress(bytes(future), run)
 
 

@@ -183,3 +183,49 @@ def test_the_default_runs_give_0_5s_metrics(name: str, tmp_path: Path, real_cach
         for row, expected in zip(rows, ref["metrics"], strict=True):
             assert row == pytest.approx(expected, rel=1e-4)
     shutil.rmtree(tmp_path / name)
+
+
+# ---- mixtures: mix:A,B,... --------------------------------------------------------------
+
+
+def test_a_mixture_is_the_union_of_its_parts_in_one_space(mirror: Path, tmp_path: Path) -> None:
+    spec = "mix:cifar10,mnist,blend:cifar10+fashion-mnist"
+    data = load(spec, mirror, tmp_path, preset="unit", augment_ops=("hflip",), pairing="random")
+    parts = [load(p, mirror, tmp_path, preset="unit", channels=3) for p in spec[4:].split(",")]
+    assert data.channels == 3 and data.manifest["data"] == spec
+    assert data.length("train") == sum(p.length("train") for p in parts)
+    test = data.tensors("test", None, CPU)["x"]
+    assert test.shape == (sum(p.length("test") for p in parts), 3, 32, 32)
+    first = parts[1].tensors("test", None, CPU)["x"]  # the digits, gray copied to RGB
+    start = parts[0].length("test")
+    assert torch.equal(test[start : start + len(first)], first)
+    train = data.train_set(None, None, 0, CPU)
+    batch = train.batch(torch.arange(len(train)), epoch=0, step=0)["x"]
+    assert batch.shape == (len(train), 3, 32, 32) and float(batch.min()) >= 0
+
+
+def test_a_mixtures_hold_out_takes_every_part_in_proportion_and_never_trains_on_it(
+    mirror: Path, tmp_path: Path
+) -> None:
+    data = load("mix:cifar10,mnist", mirror, tmp_path, preset="unit")
+    total = data.length("train")
+    n = total - 8
+    held = data.tensors("train", None, CPU, start=n)["x"]
+    train = data.train_set(None, n, 0, CPU)
+    assert len(held) == 8 and len(train) == n
+    counts = data._held_out(n)
+    assert all(k >= 1 for k in counts) and sum(counts) == 8
+    seen = train.batch(torch.arange(len(train)), epoch=0, step=0)["x"].flatten(1)
+    for image in held.flatten(1):
+        assert not bool((seen == image).all(dim=1).any())
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [({"preset": "data"}, "--preset unit"), ({"preset": "unit", "sources": True}, "separation")],
+)
+def test_a_mixture_refuses_per_source_spaces_and_separation(
+    mirror: Path, tmp_path: Path, kw: dict, message: str
+) -> None:
+    with pytest.raises(BlendaeError, match=message):
+        load("mix:cifar10,mnist", mirror, tmp_path, **kw)

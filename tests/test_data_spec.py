@@ -78,3 +78,19 @@ def test_config_defaults_and_resolved_preset() -> None:
 def test_bad_data_options(values: dict, message: str) -> None:
     with pytest.raises(BlendaeError, match=message):
         RunConfig.from_dict(values)
+
+
+def test_a_mixture_names_two_or_more_different_specs() -> None:
+    spec = parse_spec("mix:cifar10,blend:mnist+fashion-mnist,mnist")
+    assert [str(p) for p in spec.parts] == ["cifar10", "blend:mnist+fashion-mnist", "mnist"]
+    assert str(spec) == "mix:cifar10,blend:mnist+fashion-mnist,mnist"
+    assert not spec.is_blend and not spec.is_study and spec.sources == ()
+    for bad in ("mix:", "mix:cifar10", "mix:cifar10,cifar10", "mix:cifar10,mix:mnist", "mix:a,b"):
+        with pytest.raises(BlendaeError, match="mixture"):
+            parse_spec(bad)
+
+
+def test_a_folder_in_a_mixture_may_hold_commas(tmp_path) -> None:
+    folder = tmp_path / "a,b"
+    spec = parse_spec(f"mix:folder:{folder},mnist")
+    assert [str(p) for p in spec.parts] == [f"folder:{folder}", "mnist"]

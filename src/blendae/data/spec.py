@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from blendae.errors import BlendaeError
@@ -60,15 +61,12 @@ def _source(text: str) -> str | None:
     return None
 
 
-def _mixture(body: str) -> list[DataSpec] | None:
+@lru_cache(maxsize=256)  # the split search revisits tails: remembering them keeps it linear
+def _mixture(body: str) -> tuple[DataSpec, ...] | None:
     """The parts of a mixture's body, or None; a folder path may hold ',' (the split into
-    specs that all parse wins, the earliest commas first)."""
+    the most specs that all parse wins, the earliest commas first)."""
     if not body:
         return None
-    try:
-        return [parse_spec(body, mixture=False)]
-    except BlendaeError:
-        pass
     for i, char in enumerate(body):
         if char == ",":
             try:
@@ -77,8 +75,11 @@ def _mixture(body: str) -> list[DataSpec] | None:
                 continue
             rest = _mixture(body[i + 1 :])
             if rest is not None:
-                return [head, *rest]
-    return None
+                return (head, *rest)
+    try:
+        return (parse_spec(body, mixture=False),)
+    except BlendaeError:
+        return None
 
 
 def parse_spec(text: str, mixture: bool = True) -> DataSpec:
@@ -92,7 +93,7 @@ def parse_spec(text: str, mixture: bool = True) -> DataSpec:
                 f"--data {text!r}: a mixture names two or more different specs, mix:A,B,..., "
                 "each a source or a blend (not a mixture)"
             )
-        return DataSpec((), tuple(parts))
+        return DataSpec((), parts)
     if text.startswith(BLEND):
         body = text[len(BLEND) :]
         for i, char in enumerate(body):

@@ -1,0 +1,196 @@
+"""The variable-rate codec (`gained`): a quality per image in training, exact coding at any
+quality 0..100, files that record it (container version 2), and the shipped general model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from blendae import codec as api
+from blendae.codec import container
+from blendae.codec.images import reconstruct
+from blendae.codec.zoo import DEFAULT, zoo_entries
+from blendae.errors import BlendaeError
+from blendae.models import build_model
+from blendae.training.losses import objective_for, rate_distortion
+
+SMALL = {"N": 8, "M": 4, "Nh": 4, "Z": 2, "context": 8, "levels": 3, "lmbda": [0.01, 0.2]}
+
+
+@pytest.fixture(scope="module")
+def trained() -> torch.nn.Module:
+    """A tiny gained model after a few steps, with its tables frozen."""
+    torch.manual_seed(0)
+    model = build_model("gained", **SMALL)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    x = torch.rand(8, 3, 32, 32)
+    model.train()
+    for _ in range(3):
+        loss, _ = rate_distortion(model(x), {"x": x}, None)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.update()
+    return model
+
+
+def test_training_draws_a_quality_per_image_and_weighs_each_by_its_lambda() -> None:
+    torch.manual_seed(1)
+    model = build_model("gained", **SMALL).train()
+    x = torch.rand(6, 3, 32, 32)
+    out = model(x)
+    lmbda = out["lmbda"]
+    assert lmbda.shape == (6,) and len(set(lmbda.tolist())) == 6
+    assert bool(((lmbda >= 0.01) & (lmbda <= 0.2)).all())
+    loss, stats = rate_distortion(out, {"x": x}, None)
+    per_mse = (out["x_hat"] - x).square().mean(dim=(1, 2, 3))
+    rates = sum(-torch.log2(v).flatten(1).sum(1) for v in out["likelihoods"].values()) / 1024
+    assert torch.allclose(loss, (lmbda * 255**2 * per_mse + rates).mean())
+    assert stats["bpp"] == pytest.approx(float(rates.detach().mean()), rel=1e-5)
+
+
+def test_lambda_spacing_is_log_even_from_quality_0_to_100() -> None:
+    model = build_model("gained", **SMALL)
+    assert model.lmbda_at(0) == pytest.approx(0.01)
+    assert model.lmbda_at(100) == pytest.approx(0.2)
+    assert model.lmbda_at(50) == pytest.approx(math.sqrt(0.01 * 0.2))
+
+
+def test_a_fixed_lambda_is_refused_for_the_variable_rate_model() -> None:
+    model = build_model("gained", **SMALL)
+    with pytest.raises(BlendaeError, match="drop --lambda"):
+        objective_for(model, "gained", 0.05, "unit")
+
+
+@pytest.mark.parametrize("bad", [{"levels": 1}, {"lmbda": [0.2, 0.1]}, {"quality": 101}])
+def test_bad_arguments_are_clear_errors(bad: dict) -> None:
+    with pytest.raises(BlendaeError, match="gained model"):
+        build_model("gained", **{**SMALL, **bad})
+
+
+@pytest.mark.parametrize("quality", [0, 37, 100])
+def test_decoding_gives_the_evaluation_pass_bit_for_bit(trained, quality: int) -> None:
+    x = torch.rand(3, 3, 32, 48)
+    with torch.no_grad():
+        strings = trained.compress(x, quality)
+        decoded = trained.decompress(strings, (32, 48), quality)
+        assert torch.equal(decoded, trained(x, quality)["x_hat"])
+
+
+def test_a_higher_quality_spends_more_bits(trained) -> None:
+    x = torch.rand(4, 3, 32, 32)
+    sizes = [sum(len(s[0]) for s in trained.compress(x, q)) for q in (0, 50, 100)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+@pytest.mark.parametrize("quality", [-1, 101, 2.5, True])
+def test_a_quality_outside_0_to_100_is_refused(trained, quality) -> None:
+    with pytest.raises(BlendaeError, match="quality"):
+        trained.compress(torch.rand(1, 3, 32, 32), quality)
+
+
+def test_the_gain_tables_are_saved_with_the_weights(trained) -> None:
+    state = trained.state_dict()
+    assert state["gain_table"].shape == (101, 4) and state["inv_gain_table"].dtype == torch.float32
+    assert bool((state["gain_table"] > 0).all())
+    again = build_model("gained", **SMALL)
+    again.load_state_dict(state)
+    x = torch.rand(2, 3, 32, 32)
+    assert trained.compress(x, 64) == again.eval().compress(x, 64)
+
+
+# ---- container version 2 ---------------------------------------------------------------
+
+
+def test_version_2_records_the_quality_and_version_1_is_unchanged() -> None:
+    v1 = container.pack(container.Header(b"abcd", 32, 32, 3), [b"xy"])
+    assert v1[2] == 1 and len(v1) == 14 + 2
+    v2 = container.pack(container.Header(b"abcd", 32, 32, 3, 66), [b"xy"])
+    assert v2[2] == 2 and v2[8] == 66 and len(v2) == len(v1) + 1
+    assert container.unpack(v2)[0].quality == 66
+    assert container.unpack(v1)[0].quality is None
+
+
+def test_a_forged_quality_over_100_is_refused_even_with_a_valid_checksum() -> None:
+    good = container.pack(container.Header(b"abcd", 32, 32, 3, 100), [b"xy"])
+    head, payload = bytearray(good[:-6]), good[-2:]
+    head[8] = 101
+    import zlib
+
+    crc = zlib.crc32(payload, zlib.crc32(bytes(head)))
+    with pytest.raises(BlendaeError, match="quality 101"):
+        container.unpack(bytes(head) + crc.to_bytes(4, "little") + payload)
+
+
+def test_a_truncated_version_2_header_is_a_clear_error() -> None:
+    good = container.pack(container.Header(b"abcd", 32, 32, 3, 7), [b"xy"])
+    for n in range(3, 9):
+        with pytest.raises(BlendaeError, match="truncated"):
+            container.unpack(good[:n])
+
+
+# ---- the shipped general model ----------------------------------------------------------
+
+
+def images(n: int, seed: int = 0) -> list[np.ndarray]:
+    """Smooth colour waves: photo-like enough for the codec (random saturated blocks are
+    not: every model here decodes those at about 14 dB)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:32, 0:32] / 31
+    out = []
+    for k in range(n):
+        a, b, c = rng.uniform(0.2, 0.8, 3)
+        f = rng.uniform(1, 4)
+        waves = [
+            a + 0.2 * np.sin(3 * f * xx + k),
+            b + 0.2 * np.cos(3 * f * yy),
+            c + 0.15 * np.sin(2 * f * (xx + yy)),
+        ]
+        out.append((np.stack(waves, -1).clip(0, 1) * 255).round().astype(np.uint8))
+    return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(float) - b.astype(float)) ** 2)
+    return 10 * math.log10(255**2 / mse)
+
+
+def test_the_default_model_is_the_general_one_at_its_recorded_quality() -> None:
+    meta = zoo_entries()[DEFAULT]
+    assert meta["model"] == "gained" and 0 <= meta["quality"] <= 100
+    data = api.compress(images(1)[0])
+    header, _ = container.unpack(data)
+    assert header.quality == meta["quality"] and header.model_id.hex() == meta["id"]
+
+
+def test_the_general_model_round_trips_at_every_quality_with_more_bits_for_more_quality() -> None:
+    batch = images(6)
+    results = []
+    for q in (0, 50, 100):
+        files = api.compress_batch(batch, quality=q)
+        decoded = api.decompress_batch(files)
+        assert all(container.unpack(f)[0].quality == q for f in files)
+        reconstructed = reconstruct(batch, quality=q)
+        assert np.array_equal(np.stack(decoded), reconstructed)
+        results.append((sum(map(len, files)), psnr(np.stack(batch), np.stack(decoded))))
+    assert [r[0] for r in results] == sorted(r[0] for r in results)
+    assert [r[1] for r in results] == sorted(r[1] for r in results)
+
+
+def test_a_quality_is_refused_for_the_fixed_rate_blend_zoo_and_its_alias_works() -> None:
+    with pytest.raises(BlendaeError, match="one fixed rate"):
+        api.compress(images(1)[0], "blend-q3", quality=50)
+    data = api.compress(images(1)[0], "blend-q3")
+    assert data == api.compress(images(1)[0], "q3") and data[2] == 1
+    assert api.decompress(data).shape == (32, 32, 3)
+
+
+def test_the_general_models_json_names_what_trained_it() -> None:
+    meta = zoo_entries()[DEFAULT]
+    assert "mix:" in meta["commands"][-2] and "--model gained" in meta["commands"][-2]
+    assert json.dumps(meta["data"]).count("fashion-mnist") >= 1
