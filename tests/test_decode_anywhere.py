@@ -182,6 +182,9 @@ STARTS = [
     ["train", "--protocol", "no-such-protocol"],
     ["prepare", "--cifar-variant", "no-such-variant"],
     ["compress"],
+    # --quality: usage errors, and a fixed-rate model's refusal from its JSON alone
+    *[["compress", "x.png", "-o", "y.bae", "--quality", q] for q in ("101", "-1", "abc")],
+    ["compress", "x.png", "-o", "y.bae", "--model", "blend-q3", "--quality", "50"],
 ]
 
 

@@ -18,7 +18,7 @@ pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 
 from fastapi.testclient import TestClient
 
-from blendae.codec import decompress_batch, zoo_entries
+from blendae.codec import container, decompress_batch, zoo_entries
 from blendae.errors import BlendaeError
 from blendae.serve import MISSING_EXTRA, build_app, compare, runs_view, serve
 from serve_fixtures import SAMPLE, bomb_png, make_runs, png_bytes
@@ -60,8 +60,12 @@ def test_page_and_static_files(client: TestClient) -> None:
     samples = client.get("/api/samples").json()["samples"]
     assert len(samples) == 16
     assert client.get(samples[0]).headers["content-type"] == "image/png"
-    models = client.get("/api/models").json()["models"]
-    assert [m["name"] for m in models] == list(zoo_entries())
+    info = client.get("/api/models").json()
+    assert [m["name"] for m in info["models"]] == list(zoo_entries())
+    assert info["slider"] == "general"  # the default model codes at any quality
+    qualities = {m["name"]: m["quality"] for m in info["models"]}
+    assert qualities == {name: meta.get("quality") for name, meta in zoo_entries().items()}
+    assert qualities["general"] == 66 and qualities["q3"] is None
 
 
 # ---- bad uploads ---------------------------------------------------------------------------------
@@ -130,8 +134,63 @@ def test_compare_is_consistent(compared: dict) -> None:
         bae = base64.b64decode(row["blendae"]["file"])
         (restored,) = decompress_batch([bae])
         assert np.array_equal(restored, pixels_of(row["blendae"]["image"]))
-    sizes = [row["blendae"]["bytes"] for row in compared["rows"]]
+    blend_zoo = [row["blendae"] for row in compared["rows"] if row["blendae"]["quality"] is None]
+    sizes = [point["bytes"] for point in blend_zoo]
+    assert [p["setting"] for p in blend_zoo] == ["q0", "q1", "q2", "q3", "q4"]
     assert sizes == sorted(sizes)  # q0 … q4: more bytes for more quality
+    assert compared["slider"] == "general"
+    (general,) = [row["blendae"] for row in compared["rows"] if row["blendae"]["quality"]]
+    assert general["setting"] == "general" and general["quality"] == 66  # its JSON's default
+    assert container.unpack(base64.b64decode(general["file"]))[0].quality == 66
+
+
+# ---- the quality slider -------------------------------------------------------------------------
+def by_model(result: dict) -> dict[str, dict]:
+    return {row["blendae"]["setting"]: row["blendae"] for row in result["rows"]}
+
+
+def slider_row(client: TestClient, quality: int) -> dict:
+    response = client.post(f"/api/quality?quality={quality}", content=SAMPLE.read_bytes())
+    assert response.status_code == 200, response.text
+    return response.json()["row"]
+
+
+def test_quality_slider(client: TestClient, compared: dict) -> None:
+    low, high = slider_row(client, 10), slider_row(client, 90)
+    for quality, row in ((10, low), (90, high)):
+        point = row["blendae"]
+        assert (point["setting"], point["quality"]) == ("general", quality)
+        data = base64.b64decode(point["file"])
+        assert container.unpack(data)[0].quality == quality  # the file records it
+        assert point["bytes"] == len(data)
+        (restored,) = decompress_batch([data])
+        assert np.array_equal(restored, pixels_of(point["image"]))
+        for codec in ("webp", "avif"):  # the anchors follow the slider's file size
+            (nearest,) = compare.nearest_size(np.asarray(Image.open(SAMPLE)), codec, [len(data)])
+            assert row[codec]["bytes"] == len(nearest.data)
+    assert low["blendae"]["bytes"] < high["blendae"]["bytes"]
+    assert low["blendae"]["psnr"] < high["blendae"]["psnr"]
+    # the comparison at a quality holds the same file as the slider at that quality
+    response = client.post("/api/compare?quality=10", content=SAMPLE.read_bytes())
+    assert response.status_code == 200, response.text
+    rows = {row["blendae"]["setting"]: row for row in response.json()["rows"]}
+    assert rows["general"]["blendae"]["file"] == low["blendae"]["file"]
+    assert rows["q3"]["blendae"]["file"] == by_model(compared)["q3"]["file"]  # one fixed rate
+    decoded = client.post("/api/decode", content=base64.b64decode(low["blendae"]["file"]))
+    assert (decoded.json()["model"], decoded.json()["quality"]) == ("general", 10)
+
+
+def test_slider_default_quality(client: TestClient, compared: dict) -> None:
+    response = client.post("/api/quality", content=SAMPLE.read_bytes())  # no ?quality
+    assert response.status_code == 200, response.text
+    assert response.json()["row"]["blendae"]["file"] == by_model(compared)["general"]["file"]
+
+
+@pytest.mark.parametrize("quality", ["101", "-1", "abc", "1e2", "50.5", "", "%C2%B2", "9" * 40])
+@pytest.mark.parametrize("api", ["/api/quality", "/api/compare"])
+def test_bad_quality_is_a_4xx(client: TestClient, api: str, quality: str) -> None:
+    response = client.post(f"{api}?quality={quality}", content=SAMPLE.read_bytes())
+    assert_error(response, 400, "quality must be a whole number 0..100")
 
 
 def test_nearest_size_is_nearest() -> None:
@@ -243,7 +302,7 @@ def test_shipped_model_files_are_served_as_they_are(client: TestClient) -> None:
     "file", ["separate.json", "q3.txt", "q9.json", "q3", "earlier.json", "%2E%2E"]
 )
 def test_other_model_files_are_404(client: TestClient, file: str) -> None:
-    assert_error(client.get(f"/models/{file}"), 404, "shipped models: q0")
+    assert_error(client.get(f"/models/{file}"), 404, "shipped models: general, q0")
 
 
 def test_link_out_of_the_runs_folder(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ pytest.importorskip("playwright.sync_api", reason="needs playwright (the test ex
 
 from playwright.sync_api import sync_playwright
 
+from blendae.codec import zoo_entries
 from blendae.serve import running
 from serve_fixtures import SAMPLE, make_runs
 
@@ -114,7 +115,7 @@ def test_compare_view(page) -> None:
     result = upload(page, str(SAMPLE))
     rows = page.locator("#results .row")
     rows.first.wait_for()
-    assert rows.count() == len(result["rows"]) == 5
+    assert rows.count() == len(result["rows"]) == len(zoo_entries())
     page.wait_for_function(
         "() => [...document.querySelectorAll('#results img')].every((i) => i.complete)"
     )
@@ -122,6 +123,9 @@ def test_compare_view(page) -> None:
     for i, row in enumerate(result["rows"]):
         for codec, point in row.items():
             tile = rows.nth(i).locator(f"figure[data-codec={codec}]")
+            quality = point.get("quality")
+            name = point["setting"] + ("" if quality is None else f" q{quality}")
+            assert tile.locator(".name").inner_text().endswith(name)
             assert tile.get_attribute("data-bytes") == str(point["bytes"])
             assert tile.locator(".bytes").inner_text() == f"{point['bytes']:,} B"
             assert tile.locator(".bpp").inner_text() == f"{point['bpp']:.3f} bpp"
@@ -163,7 +167,7 @@ def test_sample_button(page) -> None:
         page.click("#sample")
     assert response.value.status == 200
     page.locator("#results .row").first.wait_for()
-    assert page.locator("#results .row").count() == 5
+    assert page.locator("#results .row").count() == len(zoo_entries())
 
 
 def test_bad_upload_shows_the_error(page) -> None:
@@ -218,3 +222,69 @@ def test_drop_an_image(page) -> None:
     assert response.value.status == 200
     page.locator("#results .row").first.wait_for()
     assert "dropped.png: 32×32 RGB" in page.locator("#results .hint").inner_text()
+
+
+def slide(page, quality: int) -> dict:
+    """Move the quality slider to `quality` as a user's drag ends there; returns the JSON the
+    page got from /api/quality."""
+    seen: list[bytes] = []
+
+    def capture(route) -> None:
+        response = route.fetch()
+        seen.append(response.body())
+        route.fulfill(response=response)
+
+    page.route("**/api/quality?*", capture)
+    try:
+        with page.expect_response(lambda r: "/api/quality?" in r.url):
+            page.eval_on_selector(
+                "#quality",
+                "(input, q) => { input.value = String(q);"
+                " input.dispatchEvent(new Event('input', { bubbles: true })); }",
+                quality,
+            )
+    finally:
+        page.unroute("**/api/quality?*", capture)
+    (body,) = seen
+    row = page.locator(f"#results .row[data-model=general][data-quality='{quality}']")
+    row.wait_for()
+    return json.loads(body)
+
+
+def test_quality_slider(page) -> None:
+    result = upload(page, str(SAMPLE))
+    page.locator("#results .row").first.wait_for()
+    slider = page.locator("#quality")
+    assert slider.get_attribute("min") == "0" and slider.get_attribute("max") == "100"
+    assert slider.input_value() == "66"  # the general model's default quality
+    assert page.locator("#quality-value").inner_text() == "66"
+    rows = page.locator("#results .row")
+    count = rows.count()
+    sizes = {}
+    for quality in (10, 95):
+        answer = slide(page, quality)
+        row = page.locator(f"#results .row[data-model=general][data-quality='{quality}']")
+        assert rows.count() == count  # the general row was replaced, not added
+        assert page.locator("#quality-value").inner_text() == str(quality)
+        for codec, point in answer["row"].items():
+            tile = row.locator(f"figure[data-codec={codec}]")
+            assert tile.get_attribute("data-bytes") == str(point["bytes"])
+            assert tile.locator(".bpp").inner_text() == f"{point['bpp']:.3f} bpp"
+        blendae = row.locator("figure[data-codec=blendae]")
+        assert blendae.locator(".name").inner_text() == f"blendae general q{quality}"
+        link = blendae.locator("a.download")
+        assert link.get_attribute("download") == f"test-0613-general-q{quality}.bae"
+        sizes[quality] = answer["row"]["blendae"]["bytes"]
+    assert sizes[10] < sizes[95]
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#results img')].every((i) => i.complete)"
+    )
+    assert all_images_render(page)
+    # the other rows (the blend zoo, one fixed rate each) stay as they were
+    q3 = next(row for row in result["rows"] if row["blendae"]["setting"] == "q3")
+    tile = page.locator("#results .row[data-model=q3] figure[data-codec=blendae]")
+    assert tile.get_attribute("data-bytes") == str(q3["blendae"]["bytes"])
+    # a new zoom redraws the rows with the slider where it was
+    page.select_option("#zoom", "2")
+    assert page.locator("#quality").input_value() == "95"
+    page.locator("#results .row[data-model=general][data-quality='95']").wait_for()

@@ -14,11 +14,14 @@ import logging
 import math
 import shlex
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from blendae import __version__
+from blendae.codec.container import MAX_QUALITY
+from blendae.codec.zoo import DEFAULT as DEFAULT_MODEL
 from blendae.config import DEVICES, LR_SCHEDULES, PROTOCOLS, RunConfig
 from blendae.data import PRESETS
 from blendae.data.formats import CIFAR_VARIANTS
@@ -37,7 +40,8 @@ TRAIN_EXAMPLES = """examples:
 
 COMPRESS_EXAMPLES = """  blendae compress tiny.png -o tiny.bae
   blendae compress photos/ -o compressed/ --recursive
-  blendae compress a.png -o a.bae --model q0 --force      smaller file, replace a.bae"""
+  blendae compress a.png -o a.bae --quality 30 --force    smaller file, replace a.bae
+  blendae compress blend.png -o blend.bae --model blend-q3   the study's blends' own model"""
 SEPARATE_EXAMPLES = (
     "  blendae separate mix.png -o parts/     writes parts/mix.cifar.png, mix.mnist.png\n"
     "  blendae separate mixes/ -o parts/ --force"
@@ -78,6 +82,17 @@ def _positive(cast: Callable[[str], Any], what: str, limit: float) -> Callable[[
 
 _positive_int = _positive(int, "a positive whole number", 2**31 - 1)
 _positive_float = _positive(float, "a finite number > 0", 1e6)
+
+
+def _quality(text: str) -> int:
+    """--quality: a whole number 0..100, checked here so that a bad one is a usage error."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a whole number 0..100, got {text!r}") from exc
+    if not 0 <= value <= MAX_QUALITY:
+        raise argparse.ArgumentTypeError(f"expected a whole number 0..100, got {value}")
+    return value
 
 
 def _seed(text: str) -> int:
@@ -244,23 +259,79 @@ def _sub(sub: Any, name: str, help: str, examples: str) -> argparse.ArgumentPars
     )
 
 
-def _shipped_models() -> str:
-    """The shipped codec models with their test-set rate and quality, for compress --help."""
-    from blendae.codec import DEFAULT, zoo_entries
+def _scores(bpp: Any, psnr: Any) -> str:
+    try:
+        return f"{float(bpp):.2f} bpp {float(psnr):5.2f} dB"
+    except (TypeError, ValueError):
+        return "–"
 
-    lines = []
-    for name, meta in zoo_entries().items():
-        final = meta.get("final_metrics") or {}
-        mark = " (default)" if name == DEFAULT else ""
-        try:
-            scores = (
-                f"{final['test_bpp']:.2f} bpp, {final['test_psnr']:.2f} dB test PSNR "
-                f"(coded files, {final['test_images']:,} blended test images)"
-            )
-        except (KeyError, TypeError, ValueError):
-            scores = "no recorded scores"
-        lines.append(f"  {name}: {scores}{mark}")
-    return "shipped models (--model NAME):\n" + "\n".join(lines)
+
+def _wrapped(text: str) -> list[str]:
+    return textwrap.wrap(text, width=88, initial_indent="  ", subsequent_indent="  ")
+
+
+def _quality_scale(name: str, meta: dict[str, Any]) -> list[str]:
+    """The variable-rate model `name`'s measured qualities (its JSON's "qualities", written
+    by scripts/measure_qualities.py) as a table: quality, then bpp and PSNR per test set."""
+    table = meta.get("qualities") or {}
+    if not table:
+        return [f"    (no measured qualities in {name}.json: run scripts/measure_qualities.py)"]
+    counts = meta.get("qualities_images") or {}
+    sets = list(dict.fromkeys(s for row in table.values() for s in row))
+    heads = [f"{s} ({counts[s]:,})" if s in counts else s for s in sets]
+    width = max(22, *(len(h) + 2 for h in heads))
+    lines = ["      Q  " + "".join(f"{h:<{width}}" for h in heads).rstrip()]
+    for q in sorted(table, key=int):
+        cells = [_scores(**table[q][s]) if s in table[q] else "–" for s in sets]
+        row = f"    {int(q):>3}  " + "".join(f"{c:<{width}}" for c in cells).rstrip()
+        lines.append(row + ("  (default)" if int(q) == meta.get("quality") else ""))
+    return lines
+
+
+def _shipped_models() -> str:
+    """The shipped codec models for compress --help: each variable-rate model's measured
+    quality scale, then the blend zoo with its test-set rate and quality. Read from the
+    models' JSON files only: no torch."""
+    from blendae.codec import DEFAULT, zoo_entries
+    from blendae.codec.zoo import ALIASES
+
+    alias = {name: a for a, name in ALIASES.items()}
+    entries = zoo_entries()
+    out = []
+    for name, meta in entries.items():
+        if meta.get("quality") is None:
+            continue
+        mark = " (the default)" if name == DEFAULT else ""
+        out += _wrapped(
+            f"{name}{mark}: one model for any image, at every rate: --quality 0..100 "
+            f"(default {meta['quality']}). Measured: bpp of the coded files (headers "
+            "included) and PSNR of their decoding, on the first test images of each set:"
+        )
+        out += [*_quality_scale(name, meta), ""]
+    fixed = {name: meta for name, meta in entries.items() if meta.get("quality") is None}
+    if fixed:
+        counts = {(m.get("final_metrics") or {}).get("test_images") for m in fixed.values()}
+        count = counts.pop() if len(counts) == 1 else None
+        on = f"all {count:,}" if isinstance(count, int) else "the"
+        names = [alias.get(name, name) for name in fixed]
+        out += _wrapped(
+            f"{names[0]}..{names[-1]}, the blend zoo: specialised for the study's "
+            "CIFAR-10/MNIST blends, one fixed rate each (no --quality); coded files of "
+            f"{on} blended test images:"
+        )
+        for name, meta in fixed.items():
+            final = meta.get("final_metrics") or {}
+            shown = f"{alias[name]} ({name})" if name in alias else name
+            scores = _scores(final.get("test_bpp"), final.get("test_psnr"))
+            out.append(f"    {shown:<15}{scores}" + (" (default)" if name == DEFAULT else ""))
+    return "shipped models (--model NAME):\n" + "\n".join(out).rstrip()
+
+
+def _default_quality() -> int | None:
+    """The default model's default quality, from its JSON (no torch)."""
+    from blendae.codec.zoo import zoo_entries
+
+    return zoo_entries().get(DEFAULT_MODEL, {}).get("quality")
 
 
 def _add_file_options(p: argparse.ArgumentParser, out_help: str) -> None:
@@ -321,7 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=None,
-        help="shipped model name or codec run folder (default: marked below)",
+        help=f"shipped model name or codec run folder (default: {DEFAULT_MODEL})",
+    )
+    p.add_argument(
+        "--quality",
+        type=_quality,
+        metavar="Q",
+        help="0..100, like cwebp -q or avifenc -q: higher is a larger file and a better image "
+        f"(default: {_default_quality()}, the {DEFAULT_MODEL} model's); variable-rate models "
+        "only, see the scale below",
     )
 
     p = _sub(sub, "decompress", ".bae files (or folders of them) → PNG", DECOMPRESS_EXAMPLES)
@@ -458,7 +537,12 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> None:
         from blendae.codec.files import compress_files
 
         report = compress_files(
-            args.inputs, args.out, model=args.model, force=args.force, recursive=args.recursive
+            args.inputs,
+            args.out,
+            model=args.model,
+            quality=args.quality,
+            force=args.force,
+            recursive=args.recursive,
         )
         print("\n".join(map(str, report.written)))
         print("\n".join(f"blendae: {line}" for line in report.lines()), file=sys.stderr)

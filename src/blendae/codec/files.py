@@ -14,6 +14,7 @@ import numpy as np
 
 from blendae.codec import container, decode
 from blendae.codec.limits import check_size
+from blendae.codec.zoo import check_quality
 from blendae.errors import BlendaeError
 from blendae.imagefiles import IMAGE_SUFFIXES, expand, plan_targets, read_image, write_all
 
@@ -34,6 +35,7 @@ class Report:
     bytes_out: int = 0
     pixels: int = 0
     bae_bytes: int = 0
+    quality: int | None = None  # the quality compressed files were coded at, if any
 
     def wrote(self, targets: list[Path]) -> Report:
         self.written = targets
@@ -52,6 +54,7 @@ class Report:
         return (
             f"{n} file{'s' if n != 1 else ''}, {self.bytes_in:,} → {self.bytes_out:,} bytes "
             f"(image files {ratio:.2f}× the .bae size), {bpp:.3f} bpp"
+            + ("" if self.quality is None else f" at quality {self.quality}")
         )
 
 
@@ -60,11 +63,14 @@ def compress_files(
     out: Path,
     *,
     model: str | None = None,
+    quality: int | None = None,
     force: bool = False,
     recursive: bool = False,
 ) -> Report:
     """Image files or folders → `.bae` files in folder `out` (or file `out`, for one input);
-    see the module's doc for what is never done."""
+    see the module's doc for what is never done. `quality` (0..100) sets a variable-rate
+    model's trade-off (default: the model's own); a fixed-rate model refuses it."""
+    check_quality(model, quality)  # a shipped fixed-rate model: refused before any work
     report = Report()
     sources = expand(inputs, IMAGE_SUFFIXES, "images", recursive, report.notes)
     targets = plan_targets(sources, out, (".bae",), force)
@@ -73,7 +79,9 @@ def compress_files(
         raise BlendaeError("compressing needs torch (decompressing does not); install torch")
     from blendae.codec.images import compress_batch  # torch, only when there is work
 
-    datas = compress_batch(images, model)
+    datas = compress_batch(images, model, quality)
+    if datas:
+        report.quality = container.unpack(datas[0])[0].quality  # the one all were coded at
     report.bytes_in = sum(s.path.stat().st_size for s in sources)
     report.pixels = sum(im.shape[0] * im.shape[1] for im in images)
     report.bae_bytes = sum(len(d) for d in datas)  # == bytes_out once written

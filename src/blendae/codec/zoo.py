@@ -42,6 +42,22 @@ def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
+def check_quality(model: str | None, quality: int | None) -> None:
+    """Refuse `quality` for a shipped fixed-rate model, from its JSON alone (no weights, no
+    torch): the error comes before any image is read. Other models are checked on loading.
+    """
+    if quality is None:
+        return
+    name = DEFAULT if model is None else canonical(model)
+    meta = zoo_entries().get(name)
+    if meta is not None and meta.get("quality") is None:  # variable-rate models record one
+        shown = name if model is None or model == name else f"{model} ({name})"
+        raise BlendaeError(
+            f"--quality {quality}: model {shown} codes at one fixed rate; --quality needs a "
+            f"variable-rate model ({DEFAULT}, the default); drop --quality or --model"
+        )
+
+
 def unknown_model(ident: bytes, asked: str | None, asked_id: str | None) -> BlendaeError:
     """The error for a file whose model id `ident` is neither the model `asked` for (with id
     `asked_id`) nor a shipped one; it names the release that shipped it, if one did."""

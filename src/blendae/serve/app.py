@@ -71,30 +71,40 @@ def _point(point: compare.Point, original: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _compare_json(data: bytes) -> dict[str, Any]:
+def _row(row: compare.Row, pixels: np.ndarray) -> dict[str, Any]:
+    return {
+        "blendae": _point(row.blendae, pixels),
+        "webp": _point(row.webp, pixels),
+        "avif": _point(row.avif, pixels),
+    }
+
+
+def _compare_json(data: bytes, quality: int | None = None) -> dict[str, Any]:
     pixels = compare.decode_upload(data)
-    rows = compare.compare(pixels)
+    rows = compare.compare(pixels, quality)
     return {
         **_shape(pixels),
         "original": {"bytes": len(data), "image": _b64(compare.to_png(pixels))},
-        "rows": [
-            {
-                "blendae": _point(row.blendae, pixels),
-                "webp": _point(row.webp, pixels),
-                "avif": _point(row.avif, pixels),
-            }
-            for row in rows
-        ],
+        "slider": compare.slider_model(),  # the row the page's quality slider recodes
+        "rows": [_row(row, pixels) for row in rows],
     }
+
+
+def _quality_json(data: bytes, quality: int | None) -> dict[str, Any]:
+    """The slider's row alone: the variable-rate model at `quality` and its nearest WebP/AVIF."""
+    pixels = compare.decode_upload(data)
+    return {**_shape(pixels), "row": _row(compare.at_quality(pixels, quality), pixels)}
 
 
 def _decode_json(data: bytes) -> dict[str, Any]:
     pixels = compare.decode_bae(data)
     shape = _shape(pixels)
-    ident = container.unpack(data)[0].model_id.hex()  # a shipped model's: it decoded
+    header = container.unpack(data)[0]
+    ident = header.model_id.hex()  # a shipped model's: it decoded
     return {
         **shape,
         "model": next(name for name, meta in zoo_entries().items() if meta["id"] == ident),
+        "quality": header.quality,  # None: a fixed-rate model's file
         "bytes": len(data),
         "bpp": 8 * len(data) / shape["pixels"],
         "image": _b64(compare.to_png(pixels)),
@@ -148,10 +158,10 @@ def create_app(runs_dir: Path) -> FastAPI:
     app = FastAPI(title="blendae", docs_url=None, redoc_url=None, openapi_url=None)
     work = threading.Lock()  # one coding job at a time: torch already uses every core
 
-    async def locked(fn: Callable[[bytes], T], data: bytes) -> T:
+    async def locked(fn: Callable[..., T], data: bytes, *args: Any) -> T:
         def run() -> T:
             with work:
-                return fn(data)
+                return fn(data, *args)
 
         return await run_in_threadpool(run)
 
@@ -173,7 +183,11 @@ def create_app(runs_dir: Path) -> FastAPI:
     # ---- compare --------------------------------------------------------------------------------
     @app.get("/api/models")
     async def models() -> dict[str, Any]:
-        return {"models": compare.shipped_models(), "max_pixels": compare.MAX_PIXELS}
+        return {
+            "models": compare.shipped_models(),
+            "max_pixels": compare.MAX_PIXELS,
+            "slider": compare.slider_model(),  # the variable-rate model, or None
+        }
 
     @app.get("/api/samples")
     async def samples() -> dict[str, Any]:
@@ -181,9 +195,18 @@ def create_app(runs_dir: Path) -> FastAPI:
         return {"samples": [f"/static/samples/{name}" for name in names]}
 
     @app.post("/api/compare")
-    async def compare_image(request: Request) -> dict[str, Any]:
-        """Body: an image file. Every blendae point with its nearest WebP and AVIF."""
-        return await locked(_compare_json, await _read_body(request))
+    async def compare_image(request: Request, quality: str | None = None) -> dict[str, Any]:
+        """Body: an image file. Every blendae point with its nearest WebP and AVIF; the
+        variable-rate model at `?quality=Q` (0..100, default: its own)."""
+        q = compare.parse_quality(quality)  # a bad one is refused before the upload is read
+        return await locked(_compare_json, await _read_body(request), q)
+
+    @app.post("/api/quality")
+    async def at_quality(request: Request, quality: str | None = None) -> dict[str, Any]:
+        """Body: an image file. The slider's row: the variable-rate model at `?quality=Q`
+        with the WebP and AVIF files nearest in size."""
+        q = compare.parse_quality(quality)
+        return await locked(_quality_json, await _read_body(request), q)
 
     @app.post("/api/decode")
     async def decode(request: Request) -> dict[str, Any]:

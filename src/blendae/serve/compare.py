@@ -1,5 +1,6 @@
 """The compare view's work, as pure functions on bytes: decode an upload safely, code it
-with every shipped blendae model, and find the WebP and AVIF files nearest in size.
+with every shipped blendae model (the variable-rate one at the quality the page's slider
+asks for), and find the WebP and AVIF files nearest in size.
 
 Nothing here touches the file system. Uploads are untrusted: their size, format and pixel
 count are checked before any pixel is decoded (Pillow's decompression-bomb checks as well).
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from blendae.codec import DEFAULT, compress_batch, decompress_batch, zoo_entries
+from blendae.codec import DEFAULT, compress_batch, container, decompress_batch, zoo_entries
 from blendae.errors import BlendaeError
 
 MAX_UPLOAD_BYTES = 4 << 20  # 4 MiB: far above any image this page is meant for
@@ -39,6 +40,7 @@ class Point:
     decoded: np.ndarray  # uint8, the original's shape
     pixels: int
     note: str | None = None  # e.g. why a nearest-size file is still far from its target
+    quality: int | None = None  # a variable-rate blendae model's quality (its file records it)
 
     @property
     def bpp(self) -> float:
@@ -53,6 +55,7 @@ class Point:
             "bpp": self.bpp,
             "psnr": psnr(original, self.decoded),
             "note": self.note,
+            "quality": self.quality,
         }
 
 
@@ -109,16 +112,42 @@ def to_png(pixels: np.ndarray) -> bytes:
 
 
 # ---- blendae ----------------------------------------------------------------------------------
-def blendae_points(pixels: np.ndarray) -> list[Point]:
-    """The image coded by every shipped model, lowest rate first (zoo order)."""
-    names = list(zoo_entries())
+def variable_rate(name: str) -> bool:
+    """Whether shipped model `name` codes at any quality (its JSON records a default one)."""
+    return zoo_entries()[name].get("quality") is not None
+
+
+def slider_model() -> str | None:
+    """The model the page's quality slider drives: the default model when it is variable-rate,
+    else the first variable-rate one; None when none is shipped."""
+    names = [name for name in zoo_entries() if variable_rate(name)]
+    return DEFAULT if DEFAULT in names else next(iter(names), None)
+
+
+def parse_quality(text: str | None) -> int | None:
+    """The `quality` query parameter: None (the model's default) or a whole number 0..100;
+    anything else is an `UploadError` the page shows as it is."""
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) > container.MAX_QUALITY:
+        raise UploadError(f"quality must be a whole number 0..100, got {text[:20]!r}")
+    return int(text)
+
+
+def blendae_point(pixels: np.ndarray, name: str, quality: int | None = None) -> Point:
+    """The image coded by shipped model `name` (a variable-rate one at `quality`, default
+    its own), and that file decoded."""
+    q = quality if variable_rate(name) else None
+    (data,) = compress_batch([pixels], model=name, quality=q)
+    (decoded,) = decompress_batch([data], model=name)
+    coded_at = container.unpack(data)[0].quality  # the quality the file records
     n = pixels.shape[0] * pixels.shape[1]
-    points = []
-    for name in names:  # one model per call: each has its own network
-        (data,) = compress_batch([pixels], model=name)
-        (decoded,) = decompress_batch([data], model=name)
-        points.append(Point("blendae", name, data, decoded, n))
-    return points
+    return Point("blendae", name, data, decoded, n, quality=coded_at)
+
+
+def blendae_points(pixels: np.ndarray, quality: int | None = None) -> list[Point]:
+    """The image coded by every shipped model (zoo order), variable-rate ones at `quality`."""
+    return [blendae_point(pixels, name, quality) for name in zoo_entries()]
 
 
 def decode_bae(data: bytes) -> np.ndarray:
@@ -207,17 +236,33 @@ class Row:
     avif: Point
 
 
-def compare(pixels: np.ndarray) -> list[Row]:
-    """Every shipped blendae point, each with its nearest-size WebP and AVIF."""
-    ours = blendae_points(pixels)
+def compare(pixels: np.ndarray, quality: int | None = None) -> list[Row]:
+    """Every shipped blendae point (variable-rate models at `quality`), each with its
+    nearest-size WebP and AVIF."""
+    return rows_of(pixels, blendae_points(pixels, quality))
+
+
+def rows_of(pixels: np.ndarray, ours: list[Point]) -> list[Row]:
+    """Each blendae point with the WebP and AVIF files nearest to it in size."""
     targets = [len(p.data) for p in ours]
     webp = nearest_size(pixels, "webp", targets)
     avif = nearest_size(pixels, "avif", targets)
     return [Row(*row) for row in zip(ours, webp, avif, strict=True)]
 
 
+def at_quality(pixels: np.ndarray, quality: int | None) -> Row:
+    """The slider's row: the variable-rate model at `quality` (default: its own) with the
+    WebP and AVIF files nearest in size."""
+    name = slider_model()
+    if name is None:
+        raise UploadError("no shipped model codes at a chosen quality")
+    (row,) = rows_of(pixels, [blendae_point(pixels, name, quality)])
+    return row
+
+
 def shipped_models() -> list[dict[str, Any]]:
-    """Name and the recorded test bpp/PSNR of every shipped model, for the page's legend."""
+    """Name, the recorded test bpp/PSNR and (variable-rate models) the default quality and
+    measured quality scale of every shipped model, for the page's legend and slider."""
     out = []
     for name, meta in zoo_entries().items():
         final = meta.get("final_metrics", {})
@@ -227,6 +272,8 @@ def shipped_models() -> list[dict[str, Any]]:
                 "default": name == DEFAULT,
                 "test_bpp": final.get("test_bpp"),
                 "test_psnr": final.get("test_psnr"),
+                "quality": meta.get("quality"),  # None: one fixed rate
+                "qualities": meta.get("qualities"),
             }
         )
     return out

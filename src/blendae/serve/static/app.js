@@ -143,7 +143,11 @@ async function showBrowserCheck(figure, data, pngB64, modelNames) {
 }
 
 // ---- compare -------------------------------------------------------------------------------
-let current = null; // {name, result}: the last comparison, redrawn when the zoom changes
+// The last comparison, redrawn when the zoom changes: {name, file, result}; the file is sent
+// again when the quality slider moves.
+let current = null;
+let qualityTimer = null;
+let qualityRequest = 0; // the latest slider request: the answers to older ones are dropped
 
 function zoomFor(width, height) {
   const choice = $("#zoom").value;
@@ -181,6 +185,91 @@ function stem(name) {
   return name.replace(/\.[^.]*$/, "") || "image";
 }
 
+/** A point's label: the model or quality, and a variable-rate model's quality ("general q66"). */
+function settingOf(point) {
+  return point.quality === null || point.quality === undefined ?
+    point.setting : `${point.setting} q${point.quality}`;
+}
+
+/** One row: the original, the blendae file, and the WebP and AVIF files nearest in size. */
+function rowElement(row, name, result, zoom) {
+  const dataset = { model: row.blendae.setting };
+  if (row.blendae.quality !== null && row.blendae.quality !== undefined) {
+    dataset.quality = String(row.blendae.quality);
+  }
+  const line = el("div", { class: "row", dataset });
+  line.append(tile({
+    codec: "original", label: "original", setting: "", b64png: result.original.image,
+    width: result.width, height: result.height, zoom, stats: null,
+  }));
+  for (const [codec, label] of CODECS) {
+    const point = row[codec];
+    const setting = settingOf(point);
+    const delta = point.bytes - row.blendae.bytes;
+    const extra = el("span", {},
+      downloadLink(point.file, MIME[codec], `${stem(name)}-${setting.replace(" ", "-")}.${EXT[codec]}`,
+        `download .${EXT[codec]}`),
+      codec === "blendae" ? "" : el("span", { class: "delta" },
+        ` (${delta >= 0 ? "+" : ""}${delta} B vs blendae)`),
+      point.note ? el("span", { class: "note" }, el("br"), point.note) : null);
+    const figure = tile({
+      codec, label, setting, b64png: point.image,
+      width: result.width, height: result.height, zoom, stats: point, extra,
+    });
+    line.append(figure);
+    if (codec === "blendae") showBrowserCheck(figure, bytesOf(point.file), point.image, [point.setting]);
+  }
+  return line;
+}
+
+/** The slider of the variable-rate model's quality: moving it codes the image again. */
+function qualityControl(result) {
+  const row = result.rows.find((r) => r.blendae.setting === result.slider);
+  if (!row) return null;
+  const input = el("input", {
+    type: "range", id: "quality", min: 0, max: 100, step: 1, value: row.blendae.quality,
+  });
+  input.setAttribute("aria-label", `${result.slider} quality, 0 to 100`);
+  const shown = el("output", { id: "quality-value" }, String(row.blendae.quality));
+  input.addEventListener("input", () => {
+    shown.textContent = input.value;
+    clearTimeout(qualityTimer); // code once the slider rests for a moment
+    qualityTimer = setTimeout(() => recode(Number(input.value)), 200);
+  });
+  return el("div", { class: "quality", id: "quality-box" },
+    el("label", {}, `${result.slider} quality `, input, " ", shown),
+    el("span", { class: "explain" }, "0 smallest … 100 best: the image is coded again, with the " +
+      "WebP and AVIF files nearest in size"), " ",
+    el("span", { id: "quality-status", role: "status" }));
+}
+
+/** The slider moved: code the image with the variable-rate model at `quality`, swap its row. */
+async function recode(quality) {
+  const state = current;
+  if (!state) return;
+  const mine = ++qualityRequest;
+  const status = $("#quality-status");
+  setStatus(status, `coding at quality ${quality}…`);
+  try {
+    const answer = await api(`/api/quality?quality=${quality}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/octet-stream" },
+      body: state.file,
+    });
+    if (mine !== qualityRequest || current !== state) return; // a newer request or file
+    const rows = state.result.rows;
+    const i = rows.findIndex((r) => r.blendae.setting === state.result.slider);
+    rows[i] = answer.row;
+    const old = [...document.querySelectorAll("#results .row")]
+      .find((node) => node.dataset.model === state.result.slider);
+    const zoom = zoomFor(state.result.width, state.result.height);
+    old.replaceWith(rowElement(answer.row, state.name, state.result, zoom));
+    setStatus($("#quality-status"), "");
+  } catch (error) {
+    if (mine === qualityRequest) setStatus($("#quality-status"), `quality ${quality}: ${error.message}`, true);
+  }
+}
+
 function showComparison() {
   const { name, result } = current;
   const zoom = zoomFor(result.width, result.height);
@@ -190,30 +279,11 @@ function showComparison() {
     `${name}: ${result.width}×${result.height} ${result.channels === 1 ? "gray" : "RGB"}, ` +
     `${fmtBytes(result.original.bytes)} uploaded; shown at ${zoom}×. ` +
     "WebP and AVIF: the quality whose file is nearest in bytes to each blendae file."));
-  for (const row of result.rows) {
-    const line = el("div", { class: "row", dataset: { model: row.blendae.setting } });
-    line.append(tile({
-      codec: "original", label: "original", setting: "", b64png: result.original.image,
-      width: result.width, height: result.height, zoom, stats: null,
-    }));
-    for (const [codec, label] of CODECS) {
-      const point = row[codec];
-      const delta = point.bytes - row.blendae.bytes;
-      const extra = el("span", {},
-        downloadLink(point.file, MIME[codec], `${stem(name)}-${point.setting}.${EXT[codec]}`,
-          `download .${EXT[codec]}`),
-        codec === "blendae" ? "" : el("span", { class: "delta" },
-          ` (${delta >= 0 ? "+" : ""}${delta} B vs blendae)`),
-        point.note ? el("span", { class: "note" }, el("br"), point.note) : null);
-      const figure = tile({
-        codec, label, setting: point.setting, b64png: point.image,
-        width: result.width, height: result.height, zoom, stats: point, extra,
-      });
-      line.append(figure);
-      if (codec === "blendae") showBrowserCheck(figure, bytesOf(point.file), point.image, [point.setting]);
-    }
-    box.append(line);
+  if (result.slider) {
+    const control = qualityControl(result);
+    if (control) box.append(control);
   }
+  for (const row of result.rows) box.append(rowElement(row, name, result, zoom));
 }
 
 function showDecoded(name, result, data) {
@@ -221,7 +291,8 @@ function showDecoded(name, result, data) {
   const zoom = zoomFor(result.width, result.height);
   const box = $("#results");
   box.replaceChildren(el("p", { class: "hint" },
-    `${name}: a ${result.width}×${result.height} image decoded from a .bae file, shown at ${zoom}×.`));
+    `${name}: a ${result.width}×${result.height} image decoded from a .bae file of ` +
+    `${settingOf({ setting: result.model, quality: result.quality })}, shown at ${zoom}×.`));
   const stats = { bytes: result.bytes, bpp: result.bpp, psnr: null };
   const figure = tile({
     codec: "decoded", label: "decoded", setting: "", b64png: result.image,
@@ -250,7 +321,7 @@ async function handleFile(file, name) {
     if (isBae) {
       showDecoded(name, result, new Uint8Array(await file.arrayBuffer()));
     } else {
-      current = { name, result };
+      current = { name, file, result };
       showComparison();
     }
     setStatus(status, "");
@@ -311,9 +382,10 @@ function setUpCompare() {
   $("#zoom").addEventListener("change", () => current && showComparison());
   api("/api/models").then((info) => {
     const models = info.models.map((m) => m.name + (m.default ? " (default)" : "")).join(", ");
+    const slider = info.slider ? ` ${info.slider} codes at any quality 0..100 (the slider).` : "";
     $("#limits").textContent =
-      `Shipped models: ${models}. Images up to ${info.max_pixels.toLocaleString("en-US")} pixels; ` +
-      "nothing is stored on the server.";
+      `Shipped models: ${models}.${slider} Images up to ` +
+      `${info.max_pixels.toLocaleString("en-US")} pixels; nothing is stored on the server.`;
   }).catch((error) => setStatus($("#status"), error.message, true));
 }
 
