@@ -29,14 +29,17 @@ def test_each_set_through_the_cli_scores_as_the_benchmark_path(name: str, tmp_pa
     src.mkdir()
     for i, image in enumerate(images):
         Image.fromarray(image).save(src / f"{i}.png")
-    rc, _, err = blendae("compress", src, "-o", tmp_path / "bae")
-    assert rc == 0, err
-    rc, _, err = blendae("decompress", tmp_path / "bae", "-o", tmp_path / "back")
-    assert rc == 0, err
-    back = np.stack([np.asarray(Image.open(tmp_path / "back" / f"{i}.png")) for i in range(6)])
-    files = api.compress_batch(list(images))
-    bench = np.stack(api.decompress_batch(files))
-    sizes = [(tmp_path / "bae" / f"{i}.bae").stat().st_size for i in range(6)]
-    assert sizes == [len(f) for f in files]
-    assert abs(psnr(images, back) - psnr(images, bench)) <= 0.1
-    assert psnr(images, back) > 30  # the default quality: about as good as 0.5's q3
+    for quality in (None, 30):
+        option = [] if quality is None else ["--quality", str(quality)]
+        out, back_dir = tmp_path / f"bae-{quality}", tmp_path / f"back-{quality}"
+        rc, _, err = blendae("compress", src, "-o", out, *option)
+        assert rc == 0, err
+        rc, _, err = blendae("decompress", out, "-o", back_dir)
+        assert rc == 0, err
+        back = np.stack([np.asarray(Image.open(back_dir / f"{i}.png")) for i in range(6)])
+        files = api.compress_batch(list(images), quality=quality)
+        bench = np.stack(api.decompress_batch(files))
+        assert [(out / f"{i}.bae").stat().st_size for i in range(6)] == [len(f) for f in files]
+        assert abs(psnr(images, back) - psnr(images, bench)) <= 0.1
+        # the default quality is about as good as 0.5's q3; 30 is lower, and still an image
+        assert psnr(images, back) > (30 if quality is None else 25)
