@@ -243,7 +243,7 @@ def test_shipped_model_files_are_served_as_they_are(client: TestClient) -> None:
     "file", ["separate.json", "q3.txt", "q9.json", "q3", "earlier.json", "%2E%2E"]
 )
 def test_other_model_files_are_404(client: TestClient, file: str) -> None:
-    assert_error(client.get(f"/models/{file}"), 404, "shipped models: q0")
+    assert_error(client.get(f"/models/{file}"), 404, "shipped models: general, q0")
 
 
 def test_link_out_of_the_runs_folder(tmp_path: Path) -> None:
