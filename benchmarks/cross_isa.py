@@ -1,11 +1,12 @@
 """Does the codec give the same files and pixels under other CPU instruction sets?
 
-Encodes and decodes the first N blended test images (unit preset, shipped default model) in
-subprocesses under several settings of PyTorch's and oneDNN's instruction-set dispatch and
-thread counts, each decoding the files the native setting wrote, and prints how many files
-and decoded pixel values differ from the native run.
+Encodes and decodes the first N blended test images (unit preset) with each model of
+MODELS (the shipped default, the variable-rate general model, at a few qualities, and the
+fixed-rate q3) in subprocesses under several settings of PyTorch's and oneDNN's
+instruction-set dispatch and thread counts, each decoding the files the native setting
+wrote, and prints how many files and decoded pixel values differ from the native run.
 
-    python -m benchmarks.cross_isa [--limit 1000]
+    python -m benchmarks.cross_isa [--limit 1000] [--models general@0,general@66,q3]
 """
 
 from __future__ import annotations
@@ -28,29 +29,40 @@ SETTINGS = {
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
     "1 thread": {"OMP_NUM_THREADS": "1"},
 }
+# MODEL@QUALITY (a variable-rate model) or MODEL: both ends of the general model's range,
+# its default (66) and one between, and a fixed-rate model
+MODELS = ("general@0", "general@37", "general@66", "general@100", "q3")
 
 CHILD = """
 import json, sys
 import numpy as np
 from blendae import codec
 from blendae.data import load_blended, to_pixels
-limit, folder, native = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+limit, folder, native, cases = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
 test = load_blended("unit", progress=False).test[:limit]
 images = to_pixels(test, "unit").round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-files = codec.compress_batch(list(images))
-with open(f"{folder}/files.bin", "wb") as f:
-    for data in files:
-        f.write(len(data).to_bytes(4, "little") + data)
-theirs = [bytes.fromhex(h) for h in json.load(open(native))] if native != "-" else files
-np.save(f"{folder}/decoded.npy", np.stack(codec.decompress_batch(theirs)))
-json.dump([d.hex() for d in files], open(f"{folder}/files.json", "w"))
+theirs_all = json.load(open(native)) if native != "-" else None
+written = {}
+for k, case in enumerate(cases):
+    model, _, quality = case.partition("@")
+    files = codec.compress_batch(list(images), model, int(quality) if quality else None)
+    theirs = [bytes.fromhex(h) for h in theirs_all[case]] if theirs_all else files
+    np.save(f"{folder}/decoded-{k}.npy", np.stack(codec.decompress_batch(theirs)))
+    written[case] = [d.hex() for d in files]
+json.dump(written, open(f"{folder}/files.json", "w"))
 """
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=1000)
+    parser.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help="MODEL or MODEL@QUALITY, comma-separated (default: %(default)s)",
+    )
     args = parser.parse_args()
+    cases = args.models.split(",")
     print(header("the codec under other instruction sets and thread counts"))
     with tempfile.TemporaryDirectory(prefix="blendae-isa-") as tmp:
         results = {}
@@ -58,22 +70,29 @@ def main() -> None:
             folder = Path(tmp) / name.replace(" ", "-")
             folder.mkdir()
             native = "-" if name == "native" else str(Path(tmp) / "native" / "files.json")
-            command = [sys.executable, "-c", CHILD, str(args.limit), str(folder), native]
+            command = [sys.executable, "-c", CHILD, str(args.limit), str(folder), native, *cases]
             subprocess.run(command, env={**os.environ, **env}, check=True)
             files = json.loads((folder / "files.json").read_text())
-            results[name] = (files, np.load(folder / "decoded.npy"))
+            decoded = [np.load(folder / f"decoded-{k}.npy") for k in range(len(cases))]
+            results[name] = (files, decoded)
     files0, decoded0 = results["native"]
-    print(f"{args.limit} blended test images, shipped default model; each setting decodes the")
-    print("files the native setting wrote, and its own encoder's files are compared with them")
-    for name, (files, decoded) in results.items():
-        differ = decoded.astype(int) != decoded0.astype(int)
-        changed = sum(a != b for a, b in zip(files, files0, strict=True))
-        print(
-            f"{name:>9} {SETTINGS[name] or '(as installed)'}: "
-            f"files differing {changed}/{len(files)}"
-            f", decoded values differing {int(differ.sum())}/{differ.size}"
-            f" (max {int(np.abs(decoded.astype(int) - decoded0.astype(int)).max())} level)"
-        )
+    print(f"{args.limit} blended test images; each setting decodes the files the native")
+    print("setting wrote, and its own encoder's files are compared with them")
+    total = 0
+    for k, case in enumerate(cases):
+        print(f"{case}:")
+        for name, (files, decoded) in results.items():
+            mine, native = decoded[k].astype(int), decoded0[k].astype(int)
+            differ = mine != native
+            total += int(differ.sum()) if name != "native" else 0
+            changed = sum(a != b for a, b in zip(files[case], files0[case], strict=True))
+            print(
+                f"  {name:>9} {SETTINGS[name] or '(as installed)'}: "
+                f"files differing {changed}/{len(files[case])}"
+                f", decoded values differing {int(differ.sum())}/{differ.size}"
+                f" (max {int(np.abs(mine - native).max())} level)"
+            )
+    print(f"decoded values differing from the native run, all settings and models: {total}")
 
 
 if __name__ == "__main__":

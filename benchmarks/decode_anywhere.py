@@ -108,7 +108,7 @@ def throughput(count: int, torch_import: float) -> None:
 def identity(count: int) -> None:
     """Decode 1,000 blends by both decoders, for every model on disk."""
     root = Path(__file__).parents[1]
-    models = sorted(zoo.zoo_folder().glob("q*.json")) + sorted(
+    models = [zoo.zoo_folder() / f"{name}.json" for name in zoo.zoo_entries()] + sorted(
         root.glob("benchmarks/baseline/*/q*.json")
     )
     pictures = blends(count)

@@ -9,6 +9,7 @@ Same skip rules as tests/test_serve_browser.py (its fixtures serve the app and s
 from __future__ import annotations
 
 import base64
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,9 @@ BASELINES = [
     for family in ("checkerboard-0.4", "hyperprior-0.3")
     for i in range(5)
 ]
-PER_MODEL = 200  # files per shipped model
+PER_MODEL = 200  # files per shipped model (the general model: per quality below)
+GENERAL_QUALITIES = (0, 37, 66, 100)
+FIXED_RATE = [name for name, meta in api.zoo_entries().items() if meta["model"] != "gained"]
 PER_BASELINE = 10
 TIME_BOUND_MS = 5_000  # the slowest file a test decodes (a forged 64×64) takes ~0.1 s
 
@@ -117,13 +120,82 @@ def models_page(page: Page, base_url: str) -> Page:  # noqa: F811 (the fixture i
     return page
 
 
-@pytest.mark.parametrize("name", list(api.zoo_entries()))
+@pytest.mark.parametrize("name", FIXED_RATE)
 def test_shipped_models_decode_as_python_does(models_page: Page, name: str) -> None:
     files = api.compress_batch(images(PER_MODEL, seed=len(name) + int(name[1:])), name)
     expected = api.decompress_batch(files, name)
     results, slowest = decode_in_page(models_page, [f"/models/{name}.json"], files)
     assert_same_pixels(results, expected, name)
     assert slowest < TIME_BOUND_MS
+
+
+@pytest.mark.parametrize("quality", GENERAL_QUALITIES)
+def test_the_general_model_decodes_as_python_does_at_every_quality(
+    models_page: Page, quality: int
+) -> None:
+    """Version-2 files of the variable-rate model: the quality byte picks the stored row of
+    inv_gain_table that scales the decoded latent (one Math.fround multiply)."""
+    files = api.compress_batch(images(PER_MODEL // 2, seed=100 + quality), "general", quality)
+    assert all(container.unpack(f)[0].quality == quality for f in files)
+    expected = api.decompress_batch(files, "general")
+    results, slowest = decode_in_page(models_page, ["/models/general.json"], files)
+    assert_same_pixels(results, expected, f"general at quality {quality}")
+    assert slowest < TIME_BOUND_MS
+
+
+def test_golden_files_decode_in_the_browser(models_page: Page) -> None:
+    """tests/data's files of the shipped models (0.5's q3, 0.6's general) decode to the
+    pixels recorded when they were written."""
+    import hashlib
+    import json
+
+    data = ROOT / "tests" / "data"
+    names, files, want = [], [], []
+    for record in ("zoo-0.5.json", "general-0.6.json"):
+        for name, one in json.loads((data / record).read_text()).items():
+            names.append(name)
+            files.append((data / name).read_bytes())
+            want.append(one["sha256"])
+    urls = [f"/models/{name}.json" for name in ("q3", "general")]
+    results, _ = decode_in_page(models_page, urls, files)
+    for name, got, sha in zip(names, results, want, strict=True):
+        assert "pixels" in got, f"{name}: {got.get('error')}"
+        assert hashlib.sha256(base64.b64decode(got["pixels"])).hexdigest() == sha, name
+
+
+def forged_quality(data: bytes, version: int, quality: bytes) -> bytes:
+    """`data` with another version byte and quality bytes under a valid checksum."""
+    header, payload = container.unpack(data)
+    head = data[:2] + bytes([version]) + header.model_id + bytes([header.channels]) + quality
+    head += container._varint(header.height) + container._varint(header.width)
+    return head + zlib.crc32(payload, zlib.crc32(head)).to_bytes(4, "little") + payload
+
+
+def test_forged_qualities_are_errors_in_both_decoders(models_page: Page) -> None:
+    """Quality 101 (and 255), a quality byte on a fixed-rate model's file, none on the
+    general model's: the Python decoder's error, word for word, in the browser."""
+    base = images(8, seed=5)
+    general = api.compress_batch([base[0], base[-3]], "general", 37)
+    fixed = api.compress_batch([base[0]], "q3")
+    cases = [forged_quality(g, 2, q) for g in general for q in (b"\x65", b"\xff")]
+    cases += [forged_quality(fixed[0], 2, bytes([q])) for q in (0, 66, 100)]
+    cases += [forged_quality(g, 1, b"") for g in general]
+    cases.append(forged_quality(general[0], 2, b""))  # version 2 without its quality byte
+    assert forged_quality(general[0], 2, b"\x25") == general[0]
+    errors = []
+    for data in cases:
+        with pytest.raises(BlendaeError) as caught:
+            api.decompress(data)
+        errors.append(f"BaeError: {caught.value}")
+    urls = ["/models/q3.json", "/models/general.json"]
+    results, _ = decode_in_page(models_page, urls, cases)
+    assert [got.get("error") for got in results] == errors
+    assert sum("quality 101 (expected 0..100)" in e for e in errors) == 2
+    assert sum("carry no quality (version 1)" in e for e in errors) == 3
+    assert sum("carry a quality (format version 2)" in e for e in errors) == 2
+    # the valid files decode in both, each at its quality
+    results, _ = decode_in_page(models_page, urls, general + fixed)
+    assert_same_pixels(results, api.decompress_batch(general + fixed), "valid")
 
 
 def test_javascript_convolutions_decode_as_python_does(models_page: Page) -> None:
@@ -223,13 +295,18 @@ def test_the_compare_page_decodes_in_the_browser(page: Page) -> None:  # noqa: F
         "() => [...document.querySelectorAll('#results figure[data-codec=blendae]')]"
         ".every((f) => f.dataset.browser)"
     )
-    assert checks.count() == len(result["rows"]) == 5
-    for i in range(5):
+    shipped = len(api.zoo_entries())  # the general model (version 2 files) and q0 … q4
+    assert checks.count() == len(result["rows"]) == shipped == 6
+    for i in range(shipped):
         assert checks.nth(i).inner_text() == (
             "decoded in your browser: identical to the server's pixels"
         )
     # the decode view checks a dropped .bae file the same way
-    q3 = base64.b64decode(result["rows"][3]["blendae"]["file"])
+    (q3,) = [
+        base64.b64decode(row["blendae"]["file"])
+        for row in result["rows"]
+        if row["blendae"]["setting"] == "q3"
+    ]
     upload(
         page,
         {"name": "q3.bae", "mimeType": "application/octet-stream", "buffer": q3},

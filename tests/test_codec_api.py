@@ -191,6 +191,20 @@ def test_files_written_by_0_5_decode_to_its_pixels() -> None:
         assert hashlib.sha256(decoded.tobytes()).hexdigest() == want["sha256"]
 
 
+def test_files_the_0_6_general_model_wrote_decode_to_its_pixels() -> None:
+    """Two version-2 files (quality 25 and 90, RGB and gray) the general model wrote when it
+    shipped decode to the pixels recorded then: its decoder, gain tables included, stays."""
+    import hashlib
+
+    data = Path(__file__).parent / "data"
+    for name, want in json.loads((data / "general-0.6.json").read_text()).items():
+        file = (data / name).read_bytes()
+        assert file[2] == 2 and file[8] == want["quality"]  # version 2, the quality byte
+        decoded = api.decompress(file)
+        assert list(decoded.shape) == want["shape"]
+        assert hashlib.sha256(decoded.tobytes()).hexdigest() == want["sha256"]
+
+
 def test_the_record_of_earlier_models_lists_every_kept_one_and_no_shipped_one() -> None:
     """zoo/earlier.json (id → release, name, path) matches benchmarks/baseline exactly."""
     earlier = json.loads((loader.zoo_folder() / "earlier.json").read_text())

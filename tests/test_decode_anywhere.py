@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,11 +25,15 @@ from blendae import ans
 from blendae.codec import container, decode, files, images
 from blendae.codec.decode import layers
 from blendae.codec.decode import models as decode_models
-from blendae.codec.zoo import zoo_folder
+from blendae.codec.zoo import zoo_entries, zoo_folder
+from blendae.errors import BlendaeError
 from blendae.models import exact
 
 ROOT = Path(__file__).parents[1]
-MODELS = sorted(zoo_folder().glob("q*.json")) + sorted(ROOT.glob("benchmarks/baseline/*/q*.json"))
+MODELS = [zoo_folder() / f"{name}.json" for name in zoo_entries()] + sorted(
+    ROOT.glob("benchmarks/baseline/*/q*.json")
+)
+QUALITIES = (0, 37, 66, 100)  # the general model's: both ends, its default, one between
 SRC = str(ROOT / "src")
 
 
@@ -52,10 +57,15 @@ def blends(count: int = 64, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def _both(datas: list[bytes], model: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _both(datas: list[bytes], model: str | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Decoded by torch, and by the torch-free decoder."""
     parsed = [container.unpack(d) for d in datas]
     return images.decompress_parsed(parsed, model), decode.decode_parsed(parsed, model)
+
+
+def _identical(a: list[np.ndarray], b: list[np.ndarray]) -> None:
+    for x, y in zip(a, b, strict=True):
+        assert x.shape == y.shape and x.tobytes() == y.tobytes()
 
 
 @pytest.mark.parametrize("meta", MODELS, ids=_model_name)
@@ -63,8 +73,7 @@ def test_the_torch_free_decoder_gives_torch_s_pixels(meta: Path) -> None:
     datas = images.compress_batch(blends(), str(meta))
     by_torch, here = _both(datas, str(meta))
     if decode.load_decoder(str(meta)).exact:
-        for a, b in zip(by_torch, here, strict=True):
-            assert a.shape == b.shape and a.tobytes() == b.tobytes()
+        _identical(by_torch, here)
     else:  # float networks (0.2's factorized models): one level, rarely
         diff = np.concatenate(
             [np.abs(a.astype(int) - b).ravel() for a, b in zip(by_torch, here, strict=True)]
@@ -72,27 +81,81 @@ def test_the_torch_free_decoder_gives_torch_s_pixels(meta: Path) -> None:
         assert diff.max() <= 1 and np.mean(diff) < 1e-3
 
 
+@pytest.mark.parametrize("quality", QUALITIES)
+def test_the_general_model_s_files_decode_to_torch_s_pixels_at_every_quality(
+    quality: int,
+) -> None:
+    """The variable-rate model: version-2 files, the decoded latent scaled by the stored
+    float32 row inv_gain_table[quality] before g_s, the same bits as torch's decoder
+    (blends, noise, 1×1 and 17×33 in colour and gray; by name and by id alone)."""
+    datas = images.compress_batch(blends(24, seed=quality), "general", quality)
+    assert all(container.unpack(d)[0].quality == quality for d in datas)
+    assert all(d[2] == container.VERSION_QUALITY for d in datas)
+    _identical(*_both(datas, "general"))
+    _identical(*_both(datas, None))
+    assert decode.load_decoder("general").variable_rate
+
+
+def _forged(data: bytes, version: int, quality: bytes) -> bytes:
+    """`data` rewritten with another version byte and quality bytes, under a valid checksum
+    (as only a writer bug or a forgery makes)."""
+    header, payload = container.unpack(data)
+    head = data[:2] + bytes([version]) + header.model_id + bytes([header.channels]) + quality
+    head += container._varint(header.height) + container._varint(header.width)
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return head + crc.to_bytes(4, "little") + payload
+
+
+def test_forged_qualities_are_refused_by_both_decoders() -> None:
+    """Quality 101, a quality byte on a fixed-rate model's file, none on the general
+    model's: errors, from the torch decoder and the torch-free one alike."""
+    picture = blends(1)[:1]
+    general = images.compress_batch(picture, "general", 37)[0]
+    fixed = images.compress_batch(picture, "q3")[0]
+    assert _forged(general, 2, b"\x25") == general and _forged(fixed, 1, b"") == fixed
+    cases = {
+        "quality 101": _forged(general, 2, b"\x65"),
+        "quality 255": _forged(general, 2, b"\xff"),
+        "a quality on q3": _forged(fixed, 2, b"\x00"),
+        "no quality on general": _forged(general, 1, b""),
+    }
+    for what, data in cases.items():
+        with pytest.raises(BlendaeError, match=r"corrupt \.bae header") as by_torch:
+            images.decompress_parsed([container.unpack(data)], None)
+        with pytest.raises(BlendaeError, match=r"corrupt \.bae header") as here:
+            decode.decode(data)
+        assert str(by_torch.value) == str(here.value), what
+    with pytest.raises(BlendaeError, match="quality 101"):
+        container.unpack(cases["quality 101"])
+
+
 @pytest.mark.parametrize("record", sorted((ROOT / "tests" / "data").glob("*.json")))
 def test_golden_files_decode_to_their_recorded_pixels(record: Path) -> None:
     kept = [decode.load_decoder(str(p)) for p in MODELS]
     for name, want in json.loads(record.read_text()).items():
-        decoded = decode.decode((record.parent / name).read_bytes(), kept)
+        data = (record.parent / name).read_bytes()
+        assert container.unpack(data)[0].quality == want.get("quality")
+        decoded = decode.decode(data, kept)
         assert list(decoded.shape) == want["shape"]
         assert hashlib.sha256(decoded.tobytes()).hexdigest() == want["sha256"]
 
 
-def test_tiles_and_bands_decode_to_torch_s_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("name", "quality"), [("q1", None), ("general", 37)])
+def test_tiles_and_bands_decode_to_torch_s_pixels(
+    monkeypatch: pytest.MonkeyPatch, name: str, quality: int | None
+) -> None:
     """Torch in 64-pixel tiles, the torch-free decoder in bands of a few latent rows, both
     on a 96×160 image: exact networks give the untiled bits either way."""
     rng = np.random.default_rng(2)
     image = rng.integers(0, 256, (96, 160, 3), dtype=np.uint8)
-    data = images.compress_batch([image], "q1")
-    model = images.load_codec("q1").model
+    data = images.compress_batch([image], name, quality)
+    untiled = images.decompress_batch(data, name)
+    model = images.load_codec(name).model
     monkeypatch.setattr(model, "tile_above", 1000)
     monkeypatch.setattr(model, "tile", 64)
     monkeypatch.setattr(decode_models, "BATCH_PIXELS", 4096)
-    by_torch, here = _both(data, "q1")
-    assert here[0].tobytes() == by_torch[0].tobytes()
+    by_torch, here = _both(data, name)
+    assert here[0].tobytes() == by_torch[0].tobytes() == untiled[0].tobytes()
 
 
 @pytest.mark.slow

@@ -2,8 +2,10 @@
 `NAME.safetensors` and `NAME.json` (what the zoo stores), checked against their id.
 
 `Hyperprior` decodes exactly as `models.hyperprior.MeanScaleHyperprior.decompress` does
-(the same pixels, bit for bit); `Factorized` runs the 0.2 models' float networks, whose
-pixels may differ by one level from torch's, as they may between machines.
+(the same pixels, bit for bit), and `Gained` as `models.gained.GainedHyperprior` does (the
+variable-rate general model: its files name a quality); `Factorized` runs the 0.2 models'
+float networks, whose pixels may differ by one level from torch's, as they may between
+machines.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from blendae import ans
-from blendae.codec.container import MODEL_ID_BYTES
+from blendae.codec.container import MAX_QUALITY, MODEL_ID_BYTES
 from blendae.codec.decode.layers import F32, Layer, network, run
 from blendae.data.presets import PRESETS, pixel_range
 from blendae.errors import BlendaeError
@@ -80,10 +82,22 @@ class Decoder:
     stride: int
     exact: bool  # whether its pixels equal the torch decoder's bit for bit
     weights: dict[str, np.ndarray] = field(repr=False)
+    variable_rate = False  # whether its files carry a quality (format version 2)
 
-    def decode(self, strings: Sequence[bytes], size: tuple[int, int]) -> np.ndarray:
-        """One payload per image, all of padded size `size` → x_hat (B, H, W, 3) float32."""
+    def decode(
+        self, strings: Sequence[bytes], size: tuple[int, int], quality: int | None = None
+    ) -> np.ndarray:
+        """One payload per image, all of padded size `size` (and coded at `quality`, for a
+        variable-rate model) → x_hat (B, H, W, 3) float32."""
         raise NotImplementedError
+
+    def check_quality(self, quality: int | None) -> None:
+        """A quality exactly where the model is variable-rate, and in 0..100."""
+        if self.variable_rate != (quality is not None):
+            want = "a quality" if self.variable_rate else "no quality"
+            raise BlendaeError(f"model {self.name!r} decodes with {want}, not {quality!r}")
+        if quality is not None and not 0 <= quality <= MAX_QUALITY:
+            raise BlendaeError(f"quality {quality} is not in 0..{MAX_QUALITY}")
 
     @cached_property
     def z_models(self) -> list[Any]:
@@ -105,7 +119,10 @@ class Decoder:
 class Factorized(Decoder):
     """The factorized models (0.2): float networks, one string of y per image."""
 
-    def decode(self, strings: Sequence[bytes], size: tuple[int, int]) -> np.ndarray:
+    def decode(
+        self, strings: Sequence[bytes], size: tuple[int, int], quality: int | None = None
+    ) -> np.ndarray:
+        self.check_quality(quality)
         coders, y_hat = self.factorized(strings, (size[0] // self.stride, size[1] // self.stride))
         for coder in coders:
             ans.check_empty(coder)
@@ -131,7 +148,10 @@ class Hyperprior(Decoder):
             self.weights["gaussian._pmf"], self.weights["gaussian._radius"]
         )
 
-    def decode(self, strings: Sequence[bytes], size: tuple[int, int]) -> np.ndarray:
+    def decode(
+        self, strings: Sequence[bytes], size: tuple[int, int], quality: int | None = None
+    ) -> np.ndarray:
+        self.check_quality(quality)
         coders, z_hat = self.factorized(strings, (size[0] // 16, size[1] // 16))
         hs = _in_bands(self.nets["h_s"], z_hat, 4)  # (B, h, w, 2M)
         m = self.M
@@ -159,7 +179,11 @@ class Hyperprior(Decoder):
         for coder in coders:
             ans.check_empty(coder)
         y_hat = symbols.transpose(0, 2, 3, 1).astype(F32) + params[..., :m]
-        return _in_bands(self.nets["g_s"], y_hat, 4)
+        return _in_bands(self.nets["g_s"], self._out(y_hat, quality), 4)
+
+    def _out(self, y_hat: np.ndarray, quality: int | None) -> np.ndarray:
+        """g_s's input from the decoded latent (B, h, w, M): the latent itself."""
+        return y_hat
 
     def _rest(self, hs: np.ndarray, y_anchors: np.ndarray) -> np.ndarray:
         """Mean and scale of the non-anchors: h_s's plus the context networks' correction."""
@@ -172,6 +196,25 @@ class Hyperprior(Decoder):
         return _in_bands([correct], np.concatenate([hs, y_anchors], axis=3), 1)
 
 
+class Gained(Hyperprior):
+    """The gained hyperprior (the variable-rate general model): the hyperprior with the
+    context, whose decoded latent is scaled per channel by the stored float32 row
+    `inv_gain_table[quality]` before g_s (one correctly rounded float32 multiply)."""
+
+    variable_rate = True
+
+    def _out(self, y_hat: np.ndarray, quality: int | None) -> np.ndarray:
+        assert quality is not None  # `decode` checked it
+        row = self.weights["inv_gain_table"][quality].astype(F32)
+        return y_hat * row  # (B, h, w, M) × (M,): channels last
+
+    def check_tables(self) -> None:
+        """The inverse gain table holds one row of M float32 gains per quality 0..100."""
+        table = self.weights["inv_gain_table"]
+        if table.dtype != F32 or table.shape != (MAX_QUALITY + 1, self.M):
+            raise ValueError(f"inv_gain_table is {table.dtype} {table.shape}")
+
+
 def load(meta_path: Path) -> Decoder:
     """A model stored as the zoo stores them: NAME.json beside NAME.safetensors."""
     try:
@@ -179,8 +222,8 @@ def load(meta_path: Path) -> Decoder:
         weights = load_file(str(meta_path.with_suffix(".safetensors")))
         kind, args = meta["model"], meta["model_args"]
         common = dict(name=meta["name"], model_id=model_id(weights), preset=meta["preset"])
-        if kind == "hyperprior":
-            decoder: Decoder = Hyperprior(
+        if kind in ("hyperprior", "gained"):
+            decoder: Decoder = (Gained if kind == "gained" else Hyperprior)(
                 stride=16,
                 exact=True,
                 weights=weights,
@@ -188,6 +231,8 @@ def load(meta_path: Path) -> Decoder:
                 context=args.get("context", 0),
                 **common,
             )
+            if isinstance(decoder, Gained):
+                decoder.check_tables()
         elif kind == "factorized" and args.get("act", "gdn") == "gdn" and args.get("depth", 2) == 2:
             decoder = Factorized(stride=4, exact=False, weights=weights, **common)
         else:

@@ -5,20 +5,26 @@
 //   const image = decode(new Uint8Array(bytes), [q3]);       // ImageData (or {width, height, data})
 //
 // No dependencies. What makes it exact (docs/format.md has the byte-level details):
-// - the container: magic, version, model id, channels, LEB128 sizes, CRC-32;
+// - the container: magic, version, model id, channels, (version 2: quality), LEB128 sizes,
+//   CRC-32;
 // - constriction's ANS decoder (32-bit words, 64-bit state, 24-bit probabilities), with its
 //   `Categorical(p, perfect=False)` fixed-point quantization and `Uniform(n)`;
 // - the integer-exact networks of models/exact.py: integer activations and weights, so every
 //   convolution sum is an exact integer (plain float64 sums are exact); every other step is
 //   one correctly rounded float32 operation, reproduced with Math.fround (a float64 result of
 //   +, -, ×, ÷ or √ on float32 values, rounded to float32, is the float32 result); GDN's
-//   squares are summed in float64 as torch does.
+//   squares are summed in float64 as torch does;
+// - the variable-rate "gained" model (the general model): its files (version 2) name a
+//   quality, and the decoded latent is multiplied by the stored float32 row
+//   inv_gain_table[quality] (one Math.fround multiply) before the synthesis.
 // Speed: the sums run in a small WebAssembly SIMD kernel assembled below (JavaScript where
 // the browser lacks it): about 4 ms for a 32×32 image.
 
 export const MAX_PIXELS = 1 << 22; // blendae's size limit (2048×2048), for writing and reading
 const MAX_SIDE = 65535;
-const VERSION = 1;
+const VERSION = 1; // fixed-rate models' files
+const VERSION_QUALITY = 2; // variable-rate models' files: a quality byte after the channels
+const MAX_QUALITY = 100;
 const PRECISION = 24; // bits of every coder probability
 const ACT_LIMIT = 2047; // 12-bit activations
 const GAMMA_LIMIT = 4095;
@@ -84,7 +90,8 @@ function readVarint(data, pos, what) {
 
 const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 
-/** File bytes → {modelId (hex), channels, height, width, payload}; checks as blendae does. */
+/** File bytes → {modelId (hex), channels, quality (0..100, or null in a version 1 file),
+ * height, width, payload}; checks as blendae does. */
 export function parseHeader(data) {
   if (data instanceof ArrayBuffer) data = new Uint8Array(data);
   if (!(data instanceof Uint8Array)) {
@@ -94,14 +101,16 @@ export function parseHeader(data) {
   if (data[0] !== 0xba || data[1] !== 0xe1) {
     throw new BaeError(`not a .bae file: starts with ${hex(data.subarray(0, 2))} instead of bae1`);
   }
-  if (data[2] !== VERSION) {
-    throw new BaeError(
-      `.bae format version ${data[2]} is not supported: this decoder reads version ${VERSION}`);
+  const version = data[2];
+  if (version !== VERSION && version !== VERSION_QUALITY) {
+    throw new BaeError(`.bae format version ${version} is not supported: this decoder reads ` +
+      `versions ${VERSION} and ${VERSION_QUALITY}`);
   }
-  if (data.length < 8) throw new BaeError("truncated .bae file: it ends inside the header");
+  let pos = version === VERSION_QUALITY ? 9 : 8;
+  if (data.length < pos) throw new BaeError("truncated .bae file: it ends inside the header");
   const modelId = hex(data.subarray(3, 7));
   const channels = data[7];
-  let pos = 8;
+  const quality = version === VERSION_QUALITY ? data[8] : null;
   let height, width;
   [height, pos] = readVarint(data, pos, "height");
   [width, pos] = readVarint(data, pos, "width");
@@ -117,11 +126,14 @@ export function parseHeader(data) {
   if (!(height >= 1 && height <= MAX_SIDE && width >= 1 && width <= MAX_SIDE)) {
     throw new BaeError(`corrupt .bae header: image size ${height}x${width}`);
   }
+  if (quality !== null && quality > MAX_QUALITY) {
+    throw new BaeError(`corrupt .bae header: quality ${quality} (expected 0..100)`);
+  }
   if (height * width > MAX_PIXELS) {
     throw new BaeError(`image size ${width}x${height} (width x height) is not supported: ` +
       `at most ${MAX_PIXELS} pixels in all (2048x2048)`);
   }
-  return { modelId, channels, height, width, payload };
+  return { modelId, channels, quality, height, width, payload };
 }
 
 // ---- constriction's ANS decoder -----------------------------------------------------------
@@ -607,12 +619,13 @@ function run(model, net, x, h, w) {
 }
 
 // ---- models -------------------------------------------------------------------------------
-/** A hyperprior model (blendae 0.3 and later) from its NAME.json metadata and safetensors.
+/** A hyperprior model (blendae 0.3 and later; "gained", the variable-rate general model, is
+ * one with gain tables) from its NAME.json metadata and safetensors.
  * `wasm: false` keeps its convolutions in JavaScript (the same bits, slower). */
 export function buildModel(meta, safetensors, { wasm = true } = {}) {
-  if (meta.model !== "hyperprior") {
+  if (meta.model !== "hyperprior" && meta.model !== "gained") {
     throw new BaeError(`model ${meta.name} (${meta.model}) cannot decode in the browser: ` +
-      "only the hyperprior models (blendae 0.3 and later) can");
+      "only the hyperprior models (blendae 0.3 and later) and the gained ones can");
   }
   const t = readSafetensors(safetensors);
   const args = meta.model_args || {};
@@ -662,17 +675,35 @@ export function buildModel(meta, safetensors, { wasm = true } = {}) {
       conv("ep.7", "ep.6.amax"),
     ];
   }
+  model.variableRate = meta.model === "gained";
+  if (model.variableRate) {
+    // (101, M) float32 rows, one per quality: held exactly as float64 values
+    const table = tensor(t, "inv_gain_table", [0, 0]);
+    if (table.dtype !== "F32" || table.shape[0] !== MAX_QUALITY + 1 || table.shape[1] !== M) {
+      throw new BaeError(`damaged model: inv_gain_table is ${table.dtype} [${table.shape}]`);
+    }
+    model.invGain = table.values;
+  }
   const module = wasm ? wasmConvModule() : null;
   const layers = [model.h_s, model.g_s, model.ctx || [], model.ep || []].flat();
   model.wasm = module ? new WasmConv(layers, module) : null;
   return model;
 }
 
+// blendae.data.presets, for a .json that names its preset instead of recording it
+const PRESETS = {
+  seed: { cifar_mean: [0.5, 0.5, 0.5], cifar_std: [0.5, 0.5, 0.5],
+    mnist_mean: [0.485, 0.456, 0.406], mnist_std: [0.229, 0.224, 0.225] },
+  unit: { cifar_mean: [0, 0, 0], cifar_std: [1, 1, 1], mnist_mean: [0, 0, 0], mnist_std: [1, 1, 1] },
+};
+
 /** Per channel (lo, 255 / (hi − lo)) as float32: the preset's map from model space to pixels
- * (blendae.data.to_pixels). For the shipped models ("unit"): (0, 255). */
+ * (blendae.data.to_pixels). For the shipped models ("unit"): (0, 255). The preset is the one
+ * data.preset records, else the one `preset` names (a model trained on --data). */
 function pixelMap(meta) {
-  const p = meta.data?.preset;
-  if (!p) throw new BaeError(`model ${meta.name}: its .json has no data.preset`);
+  const recorded = meta.data?.preset;
+  const p = typeof recorded === "object" && recorded ? recorded : PRESETS[meta.preset];
+  if (!p) throw new BaeError(`model ${meta.name}: its .json has no data.preset nor a known preset`);
   return [0, 1, 2].map((c) => {
     const lo = (-p.mnist_mean[c] / p.mnist_std[c] - p.cifar_mean[c] / p.cifar_std[c]) / 2;
     const hi = ((1 - p.mnist_mean[c]) / p.mnist_std[c] + (1 - p.cifar_mean[c]) / p.cifar_std[c]) / 2;
@@ -825,8 +856,9 @@ function toChannelsLast(x, pixels, c) {
   return out;
 }
 
-/** The latent ŷ (M × yh × yw, channel-major) of a payload, exactly as the Python decoder. */
-function decodeLatent(model, payload, height, width) {
+/** The latent ŷ (M × yh × yw, channel-major) of a payload, exactly as the Python decoder:
+ * for a gained model, times inv_gain_table[quality] (g_s's input). */
+function decodeLatent(model, payload, height, width, quality) {
   const coder = new AnsDecoder(payload);
   const M = model.M;
   const zh = height / STRIDE;
@@ -853,6 +885,12 @@ function decodeLatent(model, payload, height, width) {
   if (!coder.isEmpty()) throw new BaeError("corrupt .bae payload: data left over after the last symbol");
   const y = new Float32Array(M * plane);
   for (let i = 0; i < y.length; i++) y[i] = fround(symbols[i] + params[i]);
+  if (model.variableRate) {
+    const row = model.invGain.subarray(quality * M, (quality + 1) * M);
+    for (let c = 0; c < M; c++) {
+      for (let p = c * plane; p < (c + 1) * plane; p++) y[p] = fround(y[p] * row[c]);
+    }
+  }
   return [y, yh, yw];
 }
 
@@ -882,11 +920,15 @@ function restParams(model, hs, symbols, anchors, yh, yw) {
 /** Decode .bae bytes with one of `models` (a model, an array, or an object of models) into
  * {width, height, channels, pixels}: uint8, height × width × channels, as blendae decodes. */
 export function decodePixels(bytes, models) {
-  const { modelId, channels, height, width, payload } = parseHeader(bytes);
+  const { modelId, channels, quality, height, width, payload } = parseHeader(bytes);
   const model = findModel(models, modelId);
+  if (Boolean(model.variableRate) !== (quality !== null)) { // only a forged file: the id matched
+    const want = model.variableRate ? "a quality (format version 2)" : "no quality (version 1)";
+    throw new BaeError(`corrupt .bae header: its model's files carry ${want}`);
+  }
   const H = Math.ceil(height / STRIDE) * STRIDE;
   const W = Math.ceil(width / STRIDE) * STRIDE;
-  const [y, yh, yw] = decodeLatent(model, payload, H, W);
+  const [y, yh, yw] = decodeLatent(model, payload, H, W, quality);
   const [x] = run(model, model.g_s, toChannelsLast(y, yh * yw, model.M), yh, yw);
   const pixels = new Uint8Array(height * width * channels);
   const [[lo0, k0], [lo1, k1], [lo2, k2]] = model.pixelMap;
