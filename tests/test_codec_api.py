@@ -191,13 +191,13 @@ def test_files_written_by_0_5_decode_to_its_pixels() -> None:
         assert hashlib.sha256(decoded.tobytes()).hexdigest() == want["sha256"]
 
 
-def test_files_the_0_6_general_model_wrote_decode_to_its_pixels() -> None:
+def test_files_the_0_7_general_model_wrote_decode_to_its_pixels() -> None:
     """Two version-2 files (quality 25 and 90, RGB and gray) the general model wrote when it
     shipped decode to the pixels recorded then: its decoder, gain tables included, stays."""
     import hashlib
 
     data = Path(__file__).parent / "data"
-    for name, want in json.loads((data / "general-0.6.json").read_text()).items():
+    for name, want in json.loads((data / "general-0.7.json").read_text()).items():
         file = (data / name).read_bytes()
         assert file[2] == 2 and file[8] == want["quality"]  # version 2, the quality byte
         decoded = api.decompress(file)
