@@ -78,4 +78,7 @@ def test_all_sets_on_the_study_and_the_shifted_set(
         f"bd {rd.STUDY}",
         f"bd {rd.SHIFTED_SET}",
     ]
-    assert sum("at AVIF's top two points" in line for line in lines) == 2
+    # per set, a saving line for each shipped family: the general model and the blend zoo
+    assert sum("at AVIF's top two points" in line for line in lines) == 2 * len(rd.families())
+    assert lines[-3] == f"{rd.main_family()} (the default model):"
+    assert sum(line.startswith("blendae-blend: bd ") for line in lines) == 2
