@@ -94,3 +94,8 @@ def test_a_folder_in_a_mixture_may_hold_commas(tmp_path) -> None:
     folder = tmp_path / "a,b"
     spec = parse_spec(f"mix:folder:{folder},mnist")
     assert [str(p) for p in spec.parts] == [f"folder:{folder}", "mnist"]
+
+
+def test_a_mixture_defaults_to_the_unit_space() -> None:
+    assert RunConfig(data="mix:cifar10,mnist").preset == "unit"
+    assert RunConfig(data="cifar10").preset == "data"

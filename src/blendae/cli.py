@@ -125,7 +125,8 @@ def _add_spec_options(p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=PRESET_NAMES,
         help="normalization: seed (the study's, its data only), unit ([0, 1]) or data (each "
-        "source's training statistics); default: seed for the study's data, else data",
+        "source's training statistics); default: seed for the study's data, unit for a "
+        "mixture, else data",
     )
     p.add_argument(
         "--data", metavar="SPEC", help=f"images to train on: {EXAMPLES} (default: {d.data})"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blendae import models
-from blendae.data.spec import PAIRINGS, PRESET_NAMES, STUDY, check_augments, parse_spec
+from blendae.data.spec import MIX, PAIRINGS, PRESET_NAMES, STUDY, check_augments, parse_spec
 from blendae.errors import BlendaeError
 from blendae.models.names import DEFAULT_MODEL
 
@@ -78,8 +78,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         if isinstance(self.data, str) and self.data:
             self.data = str(parse_spec(self.data))  # canonical: folders as absolute paths
-        if self.preset is None:
-            self.preset = "seed" if self.data == STUDY else "data"
+        if self.preset is None:  # a mixture's parts share one space, so not per-source data
+            mixture = isinstance(self.data, str) and self.data.startswith(MIX)
+            self.preset = "seed" if self.data == STUDY else "unit" if mixture else "data"
         self.augment = (
             list(self.augment) if isinstance(self.augment, list | tuple) else self.augment
         )
