@@ -229,3 +229,8 @@ def test_a_mixture_refuses_per_source_spaces_and_separation(
 ) -> None:
     with pytest.raises(BlendaeError, match=message):
         load("mix:cifar10,mnist", mirror, tmp_path, **kw)
+
+
+def test_a_mixtures_limit_is_shared_in_proportion(mirror: Path, tmp_path: Path) -> None:
+    data = load("mix:cifar10,mnist", mirror, tmp_path, preset="unit")
+    assert len(data.train_set(10, None, 0, CPU)) <= 10

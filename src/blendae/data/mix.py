@@ -360,10 +360,10 @@ class MixData:
         self, limit: int | None, stop: int | None, seed: int, device: torch.device
     ) -> UnionSet:
         held = self._held_out(stop) if stop is not None else [0] * len(self.parts)
+        sizes = [p.length("train") - k for p, k in zip(self.parts, held, strict=True)]
         sets = []
-        for i, (part, k) in enumerate(zip(self.parts, held, strict=True)):
-            n = part.length("train") - k
-            share = None if limit is None else max(1, limit * n // max(stop or 1, 1))
+        for i, (part, n) in enumerate(zip(self.parts, sizes, strict=True)):
+            share = None if limit is None else max(1, limit * n // sum(sizes))
             sets.append(part.train_set(share, n, seed * 1009 + i, device))
         return UnionSet(sets)
 
