@@ -7,6 +7,7 @@ record counts are small (see FIXTURE_COUNTS), which the readers take as a parame
 
 from __future__ import annotations
 
+import binascii
 import gzip
 import hashlib
 import http.server
@@ -16,6 +17,7 @@ import pickle
 import struct
 import tarfile
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ import torch
 from safetensors.torch import save_file
 
 from blendae import cli, runs
+from blendae.codec import container
 from blendae.config import RunConfig
 from blendae.data import BlendedSplits
 from blendae.data.formats import CIFAR_ARCHIVES, CIFAR_MEMBERS, MNIST_FILES, Counts
@@ -350,3 +353,19 @@ def snapshot(folder: Path) -> dict[str, str]:
             data = path.read_bytes()
             found[key] = hashlib.sha256(data).hexdigest() + oct(path.stat().st_mode)
     return found
+
+
+def repack(data: bytes, model_id: bytes, version: int, quality: bytes) -> bytes:
+    """The file `data` re-packed as format `version` with these quality bytes (version 3:
+    the image byte, gray flag and quality) under a valid checksum, as only a writer bug or a
+    forgery makes; `model_id` is the full id of the model that wrote it."""
+    header, payload = container.unpack(data)
+    h, w = header.height, header.width
+    if version == container.VERSION_COMPACT:
+        size = container._varint(2 * h + (h == w)) + (b"" if h == w else container._varint(w))
+        head = data[:2] + bytes([version]) + model_id[:2] + quality + size
+        crc = binascii.crc_hqx(model_id, binascii.crc_hqx(payload, binascii.crc_hqx(head, 0)))
+        return head + crc.to_bytes(2, "little") + payload
+    head = data[:2] + bytes([version]) + model_id + bytes([header.channels]) + quality
+    head += container._varint(h) + container._varint(w)
+    return head + zlib.crc32(payload, zlib.crc32(head)).to_bytes(4, "little") + payload

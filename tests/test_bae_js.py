@@ -9,7 +9,7 @@ Same skip rules as tests/test_serve_browser.py (its fixtures serve the app and s
 from __future__ import annotations
 
 import base64
-import zlib
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ from PIL import Image
 from blendae import codec as api
 from blendae.codec import container
 from blendae.errors import BlendaeError
+from conftest import repack
 from serve_fixtures import SAMPLE, SAMPLES
 from test_serve_browser import base_url, browser, page, upload  # noqa: F401 (fixtures)
 
@@ -163,25 +164,21 @@ def test_golden_files_decode_in_the_browser(models_page: Page) -> None:
         assert hashlib.sha256(base64.b64decode(got["pixels"])).hexdigest() == sha, name
 
 
-def forged_quality(data: bytes, version: int, quality: bytes) -> bytes:
-    """`data` with another version byte and quality bytes under a valid checksum."""
-    header, payload = container.unpack(data)
-    head = data[:2] + bytes([version]) + header.model_id + bytes([header.channels]) + quality
-    head += container._varint(header.height) + container._varint(header.width)
-    return head + zlib.crc32(payload, zlib.crc32(head)).to_bytes(4, "little") + payload
-
-
 def test_forged_qualities_are_errors_in_both_decoders(models_page: Page) -> None:
     """Quality 101 (and 255), a quality byte on a fixed-rate model's file, none on the
     general model's: the Python decoder's error, word for word, in the browser."""
     base = images(8, seed=5)
     general = api.compress_batch([base[0], base[-3]], "general", 37)
     fixed = api.compress_batch([base[0]], "q3")
-    cases = [forged_quality(g, 2, q) for g in general for q in (b"\x65", b"\xff")]
-    cases += [forged_quality(fixed[0], 2, bytes([q])) for q in (0, 66, 100)]
-    cases += [forged_quality(g, 1, b"") for g in general]
-    cases.append(forged_quality(general[0], 2, b""))  # version 2 without its quality byte
-    assert forged_quality(general[0], 2, b"\x25") == general[0]
+    gid, qid = (bytes.fromhex(api.zoo_entries()[name]["id"]) for name in ("general", "q3"))
+    cases = [repack(g, gid, 3, q) for g in general for q in (b"\x65", b"\xe5")]
+    cases += [repack(g, gid, 2, b"\x65") for g in general]
+    cases += [repack(fixed[0], qid, 3, bytes([q])) for q in (0, 66, 100)]
+    cases += [repack(fixed[0], qid, 2, bytes([q])) for q in (0, 66, 100)]
+    cases += [repack(g, gid, 3, b"\x7f") for g in general]
+    cases += [repack(g, gid, 1, b"") for g in general]
+    cases.append(repack(general[0], gid, 2, b""))  # version 2 without its quality byte
+    assert repack(general[0], gid, 3, b"\x25") == general[0]
     errors = []
     for data in cases:
         with pytest.raises(BlendaeError) as caught:
@@ -190,9 +187,9 @@ def test_forged_qualities_are_errors_in_both_decoders(models_page: Page) -> None
     urls = ["/models/q3.json", "/models/general.json"]
     results, _ = decode_in_page(models_page, urls, cases)
     assert [got.get("error") for got in results] == errors
-    assert sum("quality 101 (expected 0..100)" in e for e in errors) == 2
-    assert sum("carry no quality (version 1)" in e for e in errors) == 3
-    assert sum("carry a quality (format version 2)" in e for e in errors) == 2
+    assert sum("quality 101 (expected 0..100)" in e for e in errors) == 6
+    assert sum("carry no quality" in e for e in errors) == 6
+    assert sum("carry a quality" in e for e in errors) == 4
     # the valid files decode in both, each at its quality
     results, _ = decode_in_page(models_page, urls, general + fixed)
     assert_same_pixels(results, api.decompress_batch(general + fixed), "valid")
@@ -214,10 +211,13 @@ def test_baseline_models_decode_as_python_does(models_page: Page, meta: Path) ->
     assert_same_pixels(results, expected, meta.parent.name + "/" + meta.stem)
 
 
+Q3_ID = bytes.fromhex(api.zoo_entries()["q3"]["id"])  # the model of the mutated files
+
+
 def forge(data: bytes, height: int, width: int) -> bytes:
     """The file with another size under a valid checksum: a writer bug or a forgery."""
-    header, payload = container.unpack(data)
-    return container.pack(container.Header(header.model_id, height, width, 3), [payload])
+    _, payload = container.unpack(data)
+    return container.pack(container.Header(Q3_ID, height, width, 3), [payload])
 
 
 def mutations(valid: list[bytes], seed: int) -> list[bytes]:
@@ -244,7 +244,8 @@ def mutations(valid: list[bytes], seed: int) -> list[bytes]:
         header, payload = container.unpack(data)
         other = container.Header(b"\x00\x01\x02\x03", header.height, header.width, 3)
         out.append(container.pack(other, [payload]))
-        largest = container.Header(header.model_id, 2048, 2048, 3)  # a zero word: refused
+        header = dataclasses.replace(header, model_id=Q3_ID, checksum=None)
+        largest = container.Header(Q3_ID, 2048, 2048, 3)  # a zero word: refused
         out.append(container.pack(largest, [b"\0\0\0\0"]))  # before any network runs
         for _ in range(8):  # payload bit flips and cuts that keep a valid checksum
             body = bytearray(payload)
@@ -283,7 +284,7 @@ def test_mutated_files_are_errors_or_python_s_pixels(models_page: Page) -> None:
     assert any("checksum mismatch" in e for e in errors)
     assert any("truncated" in e for e in errors)
     assert any("image size 2048x2049" in e for e in errors)
-    assert any("codec model 00010203" in e for e in errors)
+    assert any("codec model 0001," in e for e in errors)
     assert any("corrupt .bae payload" in e for e in errors)
 
 
@@ -295,7 +296,7 @@ def test_the_compare_page_decodes_in_the_browser(page: Page) -> None:  # noqa: F
         "() => [...document.querySelectorAll('#results figure[data-codec=blendae]')]"
         ".every((f) => f.dataset.browser)"
     )
-    shipped = len(api.zoo_entries())  # the general model (version 2 files) and q0 … q4
+    shipped = len(api.zoo_entries())  # the general model and q0 … q4
     assert checks.count() == len(result["rows"]) == shipped == 6
     for i in range(shipped):
         assert checks.nth(i).inner_text() == (

@@ -45,10 +45,10 @@ def test_quality_is_recorded_and_decompresses(
     assert "at quality 30" in capsys.readouterr().err  # the summary names it
     for sample in SAMPLES:
         data = (out / f"{sample.stem}.bae").read_bytes()
-        assert data[2] == container.VERSION_QUALITY  # version 2: a quality byte
+        assert data[2] == container.VERSION_COMPACT
         header, _ = container.unpack(data)
         assert header.quality == 30
-        assert header.model_id.hex() == zoo_entries()["general"]["id"]
+        assert container.made_by(header, bytes.fromhex(zoo_entries()["general"]["id"]))
     restored = tmp_path / "restored"
     assert main(["decompress", str(out), "-o", str(restored)]) == 0
     for sample in SAMPLES:
@@ -86,7 +86,7 @@ def test_quality_with_a_fixed_rate_model_is_an_error(
     assert not out.exists()
     assert main(argv[:-2]) == 0  # the same model without --quality codes
     header, _ = container.unpack(out.read_bytes())
-    assert header.quality is None and out.read_bytes()[2] == container.VERSION  # version 1
+    assert header.quality is None and out.read_bytes()[2] == container.VERSION_COMPACT
 
 
 @pytest.mark.parametrize("value", ["101", "-1", "abc", "1.5", "", "1e2"])

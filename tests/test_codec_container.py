@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import binascii
+import json
 import zlib
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 from blendae import codec as api
 from blendae.codec import container as stream
+from blendae.codec.zoo import zoo_folder
 from blendae.errors import BlendaeError
 from conftest import make_codec_run
 
@@ -30,12 +33,67 @@ def valid(run: str) -> bytes:
 
 
 def test_header_round_trip_and_size() -> None:
-    header = stream.Header(b"\x01\x02\x03\x04", 32, 200, 3)
-    data = stream.pack(header, [b"payload"])
-    assert len(data) == 2 + 1 + 4 + 1 + 1 + 2 + 4 + 7  # 200 needs 2 varint bytes
-    parsed, payload = stream.unpack(data)
-    assert parsed == header and payload == b"payload"
-    assert stream.split_strings(payload, 1) == [b"payload"]
+    ident = b"\x01\x02\x03\x04"
+    for h, w, channels, quality, size in [(32, 200, 3, None, 2 + 1 + 2 + 1 + 1 + 2 + 2)]:
+        header = stream.Header(ident, h, w, channels, quality)
+        data = stream.pack(header, [b"payload"])
+        assert data[2] == stream.VERSION_COMPACT
+        assert len(data) == size + 7  # 2h + 0 needs 1 varint byte, the width 200 two
+        parsed, payload = stream.unpack(data)
+        assert (parsed.model_id, parsed.height, parsed.width) == (ident[:2], h, w)
+        assert (parsed.channels, parsed.quality) == (channels, quality)
+        assert payload == b"payload" and stream.split_strings(payload, 1) == [b"payload"]
+        assert stream.made_by(parsed, ident)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("quality", [None, 0, 66, 100])
+def test_a_square_tiny_image_has_a_9_byte_header(channels: int, quality: int | None) -> None:
+    ident = bytes([7, 8, 9, 10])
+    data = stream.pack(stream.Header(ident, 32, 32, channels, quality), [b"xyz"])
+    assert len(data) == 9 + 3
+    parsed, _ = stream.unpack(data)
+    assert (parsed.height, parsed.width, parsed.channels, parsed.quality) == (
+        32,
+        32,
+        channels,
+        quality,
+    )
+    side = stream.Header(ident, stream.MAX_SIDE, stream.MAX_SIDE, channels, quality)
+    parsed, _ = stream.unpack(stream.pack(side, [b""]))
+    assert (parsed.height, parsed.width) == (stream.MAX_SIDE, stream.MAX_SIDE)
+
+
+def test_the_checksum_covers_the_whole_model_id() -> None:
+    """Version 3 stores 2 bytes of the id; a model whose id only starts alike fails."""
+    data = stream.pack(stream.Header(b"\xaa\xbb\xcc\xdd", 28, 28, 1), [b"payload"])
+    parsed, _ = stream.unpack(data)
+    assert stream.names(parsed.model_id, b"\xaa\xbb\x00\x00")
+    assert stream.made_by(parsed, b"\xaa\xbb\xcc\xdd")
+    assert not stream.made_by(parsed, b"\xaa\xbb\xcc\xde")
+    assert not stream.made_by(parsed, b"\xaa\xbc\xcc\xdd")
+
+
+def test_version_3_forged_fields() -> None:
+    """Fields a valid checksum may still carry (only a forgery can): clear errors."""
+
+    def forged(body: bytes) -> bytes:
+        head = stream.MAGIC + bytes([stream.VERSION_COMPACT]) + b"\x01\x02" + body
+        crc = binascii.crc_hqx(b"\x01\x02\x03\x04", binascii.crc_hqx(head, 0))
+        return head + crc.to_bytes(2, "little")
+
+    with pytest.raises(BlendaeError, match="quality 101"):
+        stream.unpack(forged(bytes([101, 65])))
+    with pytest.raises(BlendaeError, match="image size 0x0"):
+        stream.unpack(forged(bytes([127, 1])))
+    with pytest.raises(BlendaeError, match="image size 65536x65536"):
+        stream.unpack(forged(bytes([127]) + stream._varint(2 * 65536 + 1)))
+    with pytest.raises(BlendaeError, match="square image's width"):
+        stream.unpack(forged(bytes([127, 64, 32])))
+    with pytest.raises(BlendaeError, match="non-canonical size"):
+        stream.unpack(forged(bytes([127, 0xC0, 0x00])))
+    parsed, _ = stream.unpack(forged(bytes([0x80 | 127, 64, 33])))
+    assert (parsed.channels, parsed.quality, parsed.height, parsed.width) == (1, None, 32, 33)
 
 
 def test_several_strings_round_trip() -> None:
@@ -65,8 +123,8 @@ def test_foreign_and_future_files(run: str, valid: bytes) -> None:
     with pytest.raises(BlendaeError, match=r"not a \.bae file"):
         api.decompress(b"\x89PNG\r\n\x1a\n" + bytes(40), run)
     future = bytearray(valid)
-    future[2] = stream.VERSION_QUALITY + 1
-    with pytest.raises(BlendaeError, match="version 3 is not supported"):
+    future[2] = stream.VERSION_COMPACT + 1
+    with pytest.raises(BlendaeError, match="version 4 is not supported"):
         api.decompress(bytes(future), run)
 
 
@@ -112,3 +170,12 @@ def test_fuzz_mutated_files(run: str, valid: bytes, data: st.DataObject) -> None
         return
     with pytest.raises(BlendaeError):
         api.decompress(bytes(bad), run)
+
+
+def test_the_shipped_models_differ_in_their_stored_ids() -> None:
+    """Version 3 files store 2 bytes of the id: shipped models must differ there (and from
+    the models earlier releases shipped), so a file picks exactly one."""
+    ids = [meta["id"] for meta in api.zoo_entries().values()]
+    earlier = json.loads((zoo_folder() / "earlier.json").read_text(encoding="utf-8"))
+    shorts = [bytes.fromhex(i)[: stream.SHORT_ID_BYTES] for i in [*ids, *earlier]]
+    assert len(set(shorts)) == len(shorts)

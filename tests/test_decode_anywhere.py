@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from blendae.codec.decode import models as decode_models
 from blendae.codec.zoo import zoo_entries, zoo_folder
 from blendae.errors import BlendaeError
 from blendae.models import exact
+from conftest import repack
 
 ROOT = Path(__file__).parents[1]
 MODELS = [zoo_folder() / f"{name}.json" for name in zoo_entries()] + sorted(
@@ -90,20 +90,10 @@ def test_the_general_model_s_files_decode_to_torch_s_pixels_at_every_quality(
     (blends, noise, 1×1 and 17×33 in colour and gray; by name and by id alone)."""
     datas = images.compress_batch(blends(24, seed=quality), "general", quality)
     assert all(container.unpack(d)[0].quality == quality for d in datas)
-    assert all(d[2] == container.VERSION_QUALITY for d in datas)
+    assert all(d[2] == container.VERSION_COMPACT for d in datas)
     _identical(*_both(datas, "general"))
     _identical(*_both(datas, None))
     assert decode.load_decoder("general").variable_rate
-
-
-def _forged(data: bytes, version: int, quality: bytes) -> bytes:
-    """`data` rewritten with another version byte and quality bytes, under a valid checksum
-    (as only a writer bug or a forgery makes)."""
-    header, payload = container.unpack(data)
-    head = data[:2] + bytes([version]) + header.model_id + bytes([header.channels]) + quality
-    head += container._varint(header.height) + container._varint(header.width)
-    crc = zlib.crc32(payload, zlib.crc32(head))
-    return head + crc.to_bytes(4, "little") + payload
 
 
 def test_forged_qualities_are_refused_by_both_decoders() -> None:
@@ -112,12 +102,17 @@ def test_forged_qualities_are_refused_by_both_decoders() -> None:
     picture = blends(1)[:1]
     general = images.compress_batch(picture, "general", 37)[0]
     fixed = images.compress_batch(picture, "q3")[0]
-    assert _forged(general, 2, b"\x25") == general and _forged(fixed, 1, b"") == fixed
+    gid, qid = (bytes.fromhex(zoo_entries()[name]["id"]) for name in ("general", "q3"))
+    assert repack(general, gid, 3, b"\x25") == general
+    assert repack(fixed, qid, 3, b"\x7f") == fixed
     cases = {
-        "quality 101": _forged(general, 2, b"\x65"),
-        "quality 255": _forged(general, 2, b"\xff"),
-        "a quality on q3": _forged(fixed, 2, b"\x00"),
-        "no quality on general": _forged(general, 1, b""),
+        "quality 101": repack(general, gid, 3, b"\x65"),
+        "quality 126": repack(general, gid, 3, b"\x7e"),
+        "a quality on q3": repack(fixed, qid, 3, b"\x00"),
+        "no quality on general": repack(general, gid, 3, b"\xff"),
+        "version 2, quality 255": repack(general, gid, 2, b"\xff"),
+        "version 2, a quality on q3": repack(fixed, qid, 2, b"\x00"),
+        "version 1 on general": repack(general, gid, 1, b""),
     }
     for what, data in cases.items():
         with pytest.raises(BlendaeError, match=r"corrupt \.bae header") as by_torch:

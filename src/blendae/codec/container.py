@@ -1,9 +1,11 @@
-"""The `.bae` container: a 14-byte header at 32×32 (15 with a quality), then the model's
-coded byte strings.
+"""The `.bae` container: a 9-byte header at 32×32, then the model's coded byte strings.
 
-Version 1 files come from fixed-rate models; version 2 adds one byte after the channels,
-the quality (0..100) a variable-rate model coded the image at. A fixed-rate model still
-writes version 1, so its files stay byte for byte what earlier releases wrote.
+Version 3 (written since blendae 0.8) packs the image's shape, gray flag and quality into as
+few bytes as the image needs and checks the file with a CRC-16 that also covers the full
+model id, of which it stores two bytes. At 32×32 a header is a large part of a file (about
+4 % of a file at the default quality), so it is kept to what decoding needs. Versions 1 and
+2 (a 14- or 15-byte header with a CRC-32) are still read: every file earlier releases wrote
+decodes as before.
 
 See docs/format.md for the byte layout. Parsing is strict: every malformed input becomes a
 `BlendaeError` that says what is wrong, before any decoding work is done.
@@ -11,29 +13,40 @@ See docs/format.md for the byte layout. Parsing is strict: every malformed input
 
 from __future__ import annotations
 
+import binascii
 import zlib
 from dataclasses import dataclass
 
 from blendae.errors import BlendaeError
 
 MAGIC = b"\xba\xe1"
-VERSION = 1  # fixed-rate models' files
-VERSION_QUALITY = 2  # variable-rate models' files: a quality byte after the channels
+VERSION = 1  # 0.3–0.7, fixed-rate models' files
+VERSION_QUALITY = 2  # 0.7, variable-rate models' files: a quality byte after the channels
+VERSION_COMPACT = 3  # 0.8 and later, every model's files
+VERSIONS = (VERSION, VERSION_QUALITY, VERSION_COMPACT)
 MAX_QUALITY = 100
-MODEL_ID_BYTES = 4
+NO_QUALITY = 127  # version 3's quality field of a fixed-rate model's file
+GRAY = 0x80  # version 3's image byte: set for a gray (1-channel) image
+MODEL_ID_BYTES = 4  # a model's id (`blendae.codec.loader.model_id`)
+SHORT_ID_BYTES = 2  # what version 3 stores of it; its checksum covers all 4
 MAX_SIDE = 65535  # height and width are varints of at most 3 bytes
 CHANNELS = (1, 3)
+CHECKSUM_MISMATCH = "corrupt or truncated .bae file: checksum mismatch"
 
 
 @dataclass(frozen=True)
 class Header:
     """What a `.bae` file says about its image and the model that coded it."""
 
-    model_id: bytes  # MODEL_ID_BYTES bytes: see `blendae.codec.loader.model_id`
+    # MODEL_ID_BYTES bytes to `pack`; what the file stores (SHORT_ID_BYTES in version 3)
+    # from `unpack`: match it with `made_by`
+    model_id: bytes
     height: int
     width: int
     channels: int  # 1 (gray) or 3 (RGB)
-    quality: int | None = None  # 0..100 for a variable-rate model's file (version 2)
+    quality: int | None = None  # 0..100 for a variable-rate model's file
+    # version 3: (stored CRC-16, CRC-16 of the header and payload) to finish with the id
+    checksum: tuple[int, int] | None = None
 
 
 def _varint(value: int) -> bytes:
@@ -61,31 +74,32 @@ def _read_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
 
 
 def pack(header: Header, strings: list[bytes]) -> bytes:
-    """Header + a model's byte strings for one image → file bytes.
+    """Header + a model's byte strings for one image → version 3 file bytes.
 
     One string is stored as is; several are preceded by the varint lengths of all but the
-    last. The CRC-32 covers every other byte.
+    last. The CRC-16 covers every other byte, then the model's full id.
     """
     assert len(header.model_id) == MODEL_ID_BYTES and header.channels in CHANNELS
     assert 1 <= header.height <= MAX_SIDE and 1 <= header.width <= MAX_SIDE
     assert header.quality is None or 0 <= header.quality <= MAX_QUALITY
     payload = b"".join(_varint(len(s)) for s in strings[:-1]) + b"".join(strings)
-    quality = b"" if header.quality is None else bytes([header.quality])
+    quality = NO_QUALITY if header.quality is None else header.quality
+    square = header.width == header.height
     head = (
         MAGIC
-        + bytes([VERSION if header.quality is None else VERSION_QUALITY])
-        + header.model_id
-        + bytes([header.channels])
-        + quality
-        + _varint(header.height)
-        + _varint(header.width)
+        + bytes([VERSION_COMPACT])
+        + header.model_id[:SHORT_ID_BYTES]
+        + bytes([quality | (GRAY if header.channels == 1 else 0)])
+        + _varint(2 * header.height + square)
+        + (b"" if square else _varint(header.width))
     )
-    crc = zlib.crc32(payload, zlib.crc32(head))
-    return head + crc.to_bytes(4, "little") + payload
+    crc = binascii.crc_hqx(header.model_id, binascii.crc_hqx(payload, binascii.crc_hqx(head, 0)))
+    return head + crc.to_bytes(2, "little") + payload
 
 
 def unpack(data: bytes) -> tuple[Header, bytes]:
-    """File bytes → (header, payload); raises `BlendaeError` on any defect."""
+    """File bytes → (header, payload); raises `BlendaeError` on any defect it can see
+    without the model (a version 3 file's checksum is finished by `made_by`)."""
     if len(data) < len(MAGIC) + 1:
         raise BlendaeError(f"not a .bae file: only {len(data)} bytes")
     if data[: len(MAGIC)] != MAGIC:
@@ -93,11 +107,13 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
             f"not a .bae file: starts with {data[:2].hex()} instead of {MAGIC.hex()}"
         )
     version = data[len(MAGIC)]
-    if version not in (VERSION, VERSION_QUALITY):
+    if version not in VERSIONS:
         raise BlendaeError(
             f".bae format version {version} is not supported: this blendae reads versions "
-            f"{VERSION} and {VERSION_QUALITY}; decode it with the blendae release that wrote it"
+            f"1 to {VERSION_COMPACT}; decode it with the blendae release that wrote it"
         )
+    if version == VERSION_COMPACT:
+        return _unpack_compact(data)
     pos = len(MAGIC) + 1
     fixed = MODEL_ID_BYTES + 1 + (version == VERSION_QUALITY)
     if len(data) < pos + fixed:
@@ -113,15 +129,62 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     stored_crc = int.from_bytes(data[pos : pos + 4], "little")
     payload = data[pos + 4 :]
     if zlib.crc32(payload, zlib.crc32(data[:pos])) != stored_crc:
-        raise BlendaeError("corrupt or truncated .bae file: checksum mismatch")
+        raise BlendaeError(CHECKSUM_MISMATCH)
     # A valid checksum over invalid fields means a writer bug or deliberate forgery.
+    _check_fields(channels, height, width, quality)
+    return Header(model_id, height, width, channels, quality), payload
+
+
+def _unpack_compact(data: bytes) -> tuple[Header, bytes]:
+    pos = len(MAGIC) + 1 + SHORT_ID_BYTES + 1
+    if len(data) < pos:
+        raise BlendaeError("truncated .bae file: it ends inside the header")
+    model_id = data[len(MAGIC) + 1 : pos - 1]
+    image = data[pos - 1]
+    size, pos = _read_varint(data, pos, "size")
+    height = size >> 1
+    width = height
+    if not size & 1:
+        width, pos = _read_varint(data, pos, "width")
+        if width == height:
+            raise BlendaeError("corrupt .bae header: a square image's width stored")
+    if len(data) < pos + 2:
+        raise BlendaeError("truncated .bae file: it ends inside the checksum")
+    stored = int.from_bytes(data[pos : pos + 2], "little")
+    payload = data[pos + 2 :]
+    partial = binascii.crc_hqx(payload, binascii.crc_hqx(data[:pos], 0))
+    quality = image & ~GRAY
+    if quality == NO_QUALITY:
+        quality = None
+    channels = 1 if image & GRAY else 3
+    _check_fields(channels, height, width, quality)
+    return Header(model_id, height, width, channels, quality, (stored, partial)), payload
+
+
+def _check_fields(channels: int, height: int, width: int, quality: int | None) -> None:
     if channels not in CHANNELS:
         raise BlendaeError(f"corrupt .bae header: {channels} channels (expected 1 or 3)")
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise BlendaeError(f"corrupt .bae header: image size {height}x{width}")
     if quality is not None and quality > MAX_QUALITY:
         raise BlendaeError(f"corrupt .bae header: quality {quality} (expected 0..100)")
-    return Header(model_id, height, width, channels, quality), payload
+
+
+def names(header_id: bytes, model_id: bytes) -> bool:
+    """Whether a file's stored model id names the model with (full) id `model_id`."""
+    return model_id[: len(header_id)] == header_id
+
+
+def made_by(header: Header, model_id: bytes) -> bool:
+    """Whether the model with id `model_id` wrote the file: its id matches, and a version 3
+    file's checksum, finished with that id, holds. A mismatch there is a corrupt file (or,
+    once in 65,536, another model whose id starts alike)."""
+    if not names(header.model_id, model_id):
+        return False
+    if header.checksum is None:
+        return True  # versions 1 and 2: checked in full by `unpack`
+    stored, partial = header.checksum
+    return binascii.crc_hqx(model_id, partial) == stored
 
 
 def split_strings(payload: bytes, count: int) -> list[bytes]:

@@ -142,6 +142,8 @@ def decompress_parsed(
     out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(parsed)
     codecs = {key: codec_for(key[0], model) for key in groups}  # refuse before any decoding
     for key, members in groups.items():
+        limits.check_made_by(parsed, members, codecs[key].model_id, named)
+    for key, members in groups.items():
         codec, (_, h, w, quality) = codecs[key], key
         limits.check_quality(codec.model.variable_rate, quality, named, members[0])
         coding = {} if quality is None else {"quality": quality}

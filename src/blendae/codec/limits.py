@@ -74,9 +74,19 @@ def strings_of(
     return strings
 
 
+def check_made_by(
+    parsed: list[tuple[container.Header, bytes]], members: list[int], model_id: bytes, named: Named
+) -> None:
+    """Every file of `members` was written by the model with id `model_id` (a version 3
+    file's checksum is finished with it), else the first one's checksum error."""
+    for i in members:
+        if not container.made_by(parsed[i][0], model_id):
+            raise named(i, BlendaeError(container.CHECKSUM_MISMATCH))
+
+
 def check_quality(variable_rate: bool, quality: int | None, named: Named, first: int) -> None:
     """A file's quality byte must match its model: present exactly for variable-rate ones
     (only a forged file can fail here, since the model id matched)."""
     if variable_rate != (quality is not None):
-        want = "a quality (format version 2)" if variable_rate else "no quality (version 1)"
+        want = "a quality" if variable_rate else "no quality"
         raise named(first, BlendaeError(f"corrupt .bae header: its model's files carry {want}"))

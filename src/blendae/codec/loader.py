@@ -104,14 +104,15 @@ def load_codec(model: str | None = None) -> Codec:
 
 
 def codec_for(ident: bytes, model: str | None) -> Codec:
-    """The codec that wrote a file with id `ident`: the one asked for, else a shipped one."""
+    """The codec that wrote a file with (stored) id `ident`: the one asked for, else a
+    shipped one. Check each file with `limits.check_made_by`."""
     if model is not None:
         model = canonical(model)
         codec = load_codec(model)
-        if codec.model_id == ident:
+        if container.names(ident, codec.model_id):
             return codec
     for name, meta in zoo_entries().items():
-        if meta["id"] == ident.hex():
+        if container.names(ident, bytes.fromhex(meta["id"])):
             return load_codec(name)
     asked_id = load_codec(model).model_id.hex() if model else None
     raise unknown_model(ident, model, asked_id)

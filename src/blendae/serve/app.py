@@ -100,10 +100,11 @@ def _decode_json(data: bytes) -> dict[str, Any]:
     pixels = compare.decode_bae(data)
     shape = _shape(pixels)
     header = container.unpack(data)[0]
-    ident = header.model_id.hex()  # a shipped model's: it decoded
+    ids = {name: bytes.fromhex(meta["id"]) for name, meta in zoo_entries().items()}
     return {
         **shape,
-        "model": next(name for name, meta in zoo_entries().items() if meta["id"] == ident),
+        # a shipped model's file (it decoded)
+        "model": next(name for name, i in ids.items() if container.made_by(header, i)),
         "quality": header.quality,  # None: a fixed-rate model's file
         "bytes": len(data),
         "bpp": 8 * len(data) / shape["pixels"],

@@ -51,10 +51,10 @@ def decoder_for(ident: bytes, model: str | None = None, extra: Sequence[Decoder]
     `extra`, else a shipped one; the same error as `codec.loader.codec_for` otherwise."""
     asked = load_decoder(model) if model is not None else None
     for decoder in [*([asked] if asked else []), *extra]:
-        if decoder.model_id == ident:
+        if container.names(ident, decoder.model_id):
             return decoder
     for name, meta in zoo_entries().items():
-        if meta["id"] == ident.hex():
+        if container.names(ident, bytes.fromhex(meta["id"])):
             return load_decoder(name)
     raise unknown_model(ident, model, asked.model_id.hex() if asked else None)
 
@@ -102,6 +102,8 @@ def decode_parsed(
     groups = limits.groups(parsed, named)
     out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(parsed)
     decoders = {key: decoder_for(key[0], model, extra) for key in groups}  # refuse first
+    for key, members in groups.items():
+        limits.check_made_by(parsed, members, decoders[key].model_id, named)
     for key, members in groups.items():
         decoder, (_, h, w, quality) = decoders[key], key
         check_quality(decoder.variable_rate, quality, named, members[0])

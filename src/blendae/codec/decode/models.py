@@ -82,7 +82,7 @@ class Decoder:
     stride: int
     exact: bool  # whether its pixels equal the torch decoder's bit for bit
     weights: dict[str, np.ndarray] = field(repr=False)
-    variable_rate = False  # whether its files carry a quality (format version 2)
+    variable_rate = False  # whether its files carry a quality
 
     def decode(
         self, strings: Sequence[bytes], size: tuple[int, int], quality: int | None = None

@@ -5,8 +5,9 @@
 //   const image = decode(new Uint8Array(bytes), [q3]);       // ImageData (or {width, height, data})
 //
 // No dependencies. What makes it exact (docs/format.md has the byte-level details):
-// - the container: magic, version, model id, channels, (version 2: quality), LEB128 sizes,
-//   CRC-32;
+// - the container: versions 1 and 2 (magic, version, model id, channels, version 2's quality,
+//   LEB128 sizes, CRC-32) and version 3 (2 bytes of the id, a gray flag with the quality, a
+//   square flag with the height, CRC-16 over the file and the whole model id);
 // - constriction's ANS decoder (32-bit words, 64-bit state, 24-bit probabilities), with its
 //   `Categorical(p, perfect=False)` fixed-point quantization and `Uniform(n)`;
 // - the integer-exact networks of models/exact.py: integer activations and weights, so every
@@ -14,7 +15,7 @@
 //   one correctly rounded float32 operation, reproduced with Math.fround (a float64 result of
 //   +, -, ×, ÷ or √ on float32 values, rounded to float32, is the float32 result); GDN's
 //   squares are summed in float64 as torch does;
-// - the variable-rate "gained" model (the general model): its files (version 2) name a
+// - the variable-rate "gained" model (the general model): its files name a
 //   quality, and the decoded latent is multiplied by the stored float32 row
 //   inv_gain_table[quality] (one Math.fround multiply) before the synthesis.
 // Speed: the sums run in a small WebAssembly SIMD kernel assembled below (JavaScript where
@@ -24,6 +25,9 @@ export const MAX_PIXELS = 1 << 22; // blendae's size limit (2048×2048), for wri
 const MAX_SIDE = 65535;
 const VERSION = 1; // fixed-rate models' files
 const VERSION_QUALITY = 2; // variable-rate models' files: a quality byte after the channels
+const VERSION_COMPACT = 3; // every model's files since blendae 0.8 (docs/format.md)
+const NO_QUALITY = 127; // version 3's quality field of a fixed-rate model's file
+const CHECKSUM_MISMATCH = "corrupt or truncated .bae file: checksum mismatch";
 const MAX_QUALITY = 100;
 const PRECISION = 24; // bits of every coder probability
 const ACT_LIMIT = 2047; // 12-bit activations
@@ -67,6 +71,22 @@ const CRC_TABLE = (() => {
   return table;
 })();
 
+// CRC-16/XMODEM (polynomial 0x1021, no reflection, initial value 0): Python's crc_hqx
+const CRC16_TABLE = (() => {
+  const table = new Uint16Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n << 8;
+    for (let k = 0; k < 8; k++) c = c & 0x8000 ? ((c << 1) ^ 0x1021) & 0xffff : (c << 1) & 0xffff;
+    table[n] = c;
+  }
+  return table;
+})();
+
+function crc16(bytes, crc = 0) {
+  for (let i = 0; i < bytes.length; i++) crc = (CRC16_TABLE[((crc >>> 8) ^ bytes[i]) & 0xff] ^ (crc << 8)) & 0xffff;
+  return crc;
+}
+
 function crc32(bytes, crc = 0) {
   let c = ~crc >>> 0;
   for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
@@ -90,8 +110,9 @@ function readVarint(data, pos, what) {
 
 const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 
-/** File bytes → {modelId (hex), channels, quality (0..100, or null in a version 1 file),
- * height, width, payload}; checks as blendae does. */
+/** File bytes → {modelId (hex: 4 bytes, or 2 in a version 3 file), channels, quality (0..100,
+ * or null for a fixed-rate model's file), height, width, payload, checksum (version 3:
+ * [stored, CRC-16 so far], finished with the model's id by `madeBy`)}; checks as blendae does. */
 export function parseHeader(data) {
   if (data instanceof ArrayBuffer) data = new Uint8Array(data);
   if (!(data instanceof Uint8Array)) {
@@ -102,24 +123,12 @@ export function parseHeader(data) {
     throw new BaeError(`not a .bae file: starts with ${hex(data.subarray(0, 2))} instead of bae1`);
   }
   const version = data[2];
-  if (version !== VERSION && version !== VERSION_QUALITY) {
+  if (version !== VERSION && version !== VERSION_QUALITY && version !== VERSION_COMPACT) {
     throw new BaeError(`.bae format version ${version} is not supported: this decoder reads ` +
-      `versions ${VERSION} and ${VERSION_QUALITY}`);
+      `versions 1 to ${VERSION_COMPACT}`);
   }
-  let pos = version === VERSION_QUALITY ? 9 : 8;
-  if (data.length < pos) throw new BaeError("truncated .bae file: it ends inside the header");
-  const modelId = hex(data.subarray(3, 7));
-  const channels = data[7];
-  const quality = version === VERSION_QUALITY ? data[8] : null;
-  let height, width;
-  [height, pos] = readVarint(data, pos, "height");
-  [width, pos] = readVarint(data, pos, "width");
-  if (data.length < pos + 4) throw new BaeError("truncated .bae file: it ends inside the checksum");
-  const stored = (data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16) | (data[pos + 3] << 24)) >>> 0;
-  const payload = data.subarray(pos + 4);
-  if (crc32(payload, crc32(data.subarray(0, pos))) !== stored) {
-    throw new BaeError("corrupt or truncated .bae file: checksum mismatch");
-  }
+  const header = version === VERSION_COMPACT ? parseCompact(data) : parseLong(data, version);
+  const { channels, quality, height, width } = header;
   if (channels !== 1 && channels !== 3) {
     throw new BaeError(`corrupt .bae header: ${channels} channels (expected 1 or 3)`);
   }
@@ -133,7 +142,57 @@ export function parseHeader(data) {
     throw new BaeError(`image size ${width}x${height} (width x height) is not supported: ` +
       `at most ${MAX_PIXELS} pixels in all (2048x2048)`);
   }
-  return { modelId, channels, quality, height, width, payload };
+  return header;
+}
+
+/** Versions 1 and 2: a 4-byte id, a channels byte, (2: a quality byte), two sizes, CRC-32. */
+function parseLong(data, version) {
+  let pos = version === VERSION_QUALITY ? 9 : 8;
+  if (data.length < pos) throw new BaeError("truncated .bae file: it ends inside the header");
+  const modelId = hex(data.subarray(3, 7));
+  const channels = data[7];
+  const quality = version === VERSION_QUALITY ? data[8] : null;
+  let height, width;
+  [height, pos] = readVarint(data, pos, "height");
+  [width, pos] = readVarint(data, pos, "width");
+  if (data.length < pos + 4) throw new BaeError("truncated .bae file: it ends inside the checksum");
+  const stored = (data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16) | (data[pos + 3] << 24)) >>> 0;
+  const payload = data.subarray(pos + 4);
+  if (crc32(payload, crc32(data.subarray(0, pos))) !== stored) throw new BaeError(CHECKSUM_MISMATCH);
+  return { modelId, channels, quality, height, width, payload, checksum: null };
+}
+
+/** Version 3: 2 bytes of the id, one image byte (gray flag, quality), the size, CRC-16. */
+function parseCompact(data) {
+  let pos = 6;
+  if (data.length < pos) throw new BaeError("truncated .bae file: it ends inside the header");
+  const modelId = hex(data.subarray(3, 5));
+  const image = data[5];
+  let size, height, width;
+  [size, pos] = readVarint(data, pos, "size");
+  height = width = Math.floor(size / 2);
+  if (!(size & 1)) {
+    [width, pos] = readVarint(data, pos, "width");
+    if (width === height) throw new BaeError("corrupt .bae header: a square image's width stored");
+  }
+  if (data.length < pos + 2) throw new BaeError("truncated .bae file: it ends inside the checksum");
+  const stored = data[pos] | (data[pos + 1] << 8);
+  const payload = data.subarray(pos + 2);
+  const partial = crc16(payload, crc16(data.subarray(0, pos)));
+  const q = image & 0x7f;
+  const quality = q === NO_QUALITY ? null : q;
+  const channels = image & 0x80 ? 1 : 3;
+  return { modelId, channels, quality, height, width, payload, checksum: [stored, partial] };
+}
+
+/** Whether the model with (hex) id `id` wrote the parsed file: the id starts alike and a
+ * version 3 file's CRC-16, finished with the whole id, holds. */
+function madeBy(header, id) {
+  if (!id.startsWith(header.modelId)) return false;
+  if (header.checksum === null) return true;
+  const [stored, partial] = header.checksum;
+  const bytes = Uint8Array.from(id.match(/../g), (b) => parseInt(b, 16));
+  return crc16(bytes, partial) === stored;
 }
 
 // ---- constriction's ANS decoder -----------------------------------------------------------
@@ -756,7 +815,7 @@ export async function loadModel(url, options = {}) {
 function findModel(models, id) {
   const one = models && typeof models === "object" && "id" in models;
   const list = Array.isArray(models) ? models : one ? [models] : Object.values(models || {});
-  const found = list.find((m) => m.id === id);
+  const found = list.find((m) => m.id.startsWith(id));
   if (!found) {
     const known = list.map((m) => `${m.name} (${m.id})`).join(", ") || "none";
     throw new BaeError(`the file was made by codec model ${id}, which is not loaded (loaded: ${known})`);
@@ -920,10 +979,12 @@ function restParams(model, hs, symbols, anchors, yh, yw) {
 /** Decode .bae bytes with one of `models` (a model, an array, or an object of models) into
  * {width, height, channels, pixels}: uint8, height × width × channels, as blendae decodes. */
 export function decodePixels(bytes, models) {
-  const { modelId, channels, quality, height, width, payload } = parseHeader(bytes);
-  const model = findModel(models, modelId);
+  const header = parseHeader(bytes);
+  const { channels, quality, height, width, payload } = header;
+  const model = findModel(models, header.modelId);
+  if (!madeBy(header, model.id)) throw new BaeError(CHECKSUM_MISMATCH);
   if (Boolean(model.variableRate) !== (quality !== null)) { // only a forged file: the id matched
-    const want = model.variableRate ? "a quality (format version 2)" : "no quality (version 1)";
+    const want = model.variableRate ? "a quality" : "no quality";
     throw new BaeError(`corrupt .bae header: its model's files carry ${want}`);
   }
   const H = Math.ceil(height / STRIDE) * STRIDE;
