@@ -145,14 +145,14 @@ def test_the_general_model_decodes_as_python_does_at_every_quality(
 
 
 def test_golden_files_decode_in_the_browser(models_page: Page) -> None:
-    """tests/data's files of the shipped models (0.5's q3, 0.7's general) decode to the
-    pixels recorded when they were written."""
+    """tests/data's files of the shipped models (0.5's q3, 0.7's general, 0.8's version 3
+    files of both) decode to the pixels recorded when they were written."""
     import hashlib
     import json
 
     data = ROOT / "tests" / "data"
     names, files, want = [], [], []
-    for record in ("zoo-0.5.json", "general-0.7.json"):
+    for record in ("zoo-0.5.json", "general-0.7.json", "format3-0.8.json"):
         for name, one in json.loads((data / record).read_text()).items():
             names.append(name)
             files.append((data / name).read_bytes())

@@ -191,15 +191,17 @@ def test_files_written_by_0_5_decode_to_its_pixels() -> None:
         assert hashlib.sha256(decoded.tobytes()).hexdigest() == want["sha256"]
 
 
-def test_files_the_0_7_general_model_wrote_decode_to_its_pixels() -> None:
-    """Two version-2 files (quality 25 and 90, RGB and gray) the general model wrote when it
-    shipped decode to the pixels recorded then: its decoder, gain tables included, stays."""
+@pytest.mark.parametrize(("record", "version"), [("general-0.7.json", 2), ("format3-0.8.json", 3)])
+def test_files_the_shipped_models_wrote_decode_to_their_pixels(record: str, version: int) -> None:
+    """0.7's version-2 files of the general model (quality 25 and 90, RGB and gray) and
+    0.8's version-3 files (the general model's, and a gray 28×28 one of q3) decode to the
+    pixels recorded when they were written: decoders, gain tables included, stay."""
     import hashlib
 
     data = Path(__file__).parent / "data"
-    for name, want in json.loads((data / "general-0.7.json").read_text()).items():
+    for name, want in json.loads((data / record).read_text()).items():
         file = (data / name).read_bytes()
-        assert file[2] == 2 and file[8] == want["quality"]  # version 2, the quality byte
+        assert file[2] == version and container.unpack(file)[0].quality == want["quality"]
         decoded = api.decompress(file)
         assert list(decoded.shape) == want["shape"]
         assert hashlib.sha256(decoded.tobytes()).hexdigest() == want["sha256"]
