@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+import blendae
 from blendae.training.loop import cpu_has_bf16
 
 
@@ -31,15 +32,13 @@ def cpu_name() -> str:
 
 def header(title: str) -> str:
     """Lines naming the machine and versions, so every printed number has its context."""
-    from importlib.metadata import version
-
     bf16 = cpu_has_bf16()
     lines = [
         f"# {title}",
         f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, "
         f"torch threads {torch.get_num_threads()}, CPU bf16 dot products: {bf16}",
         f"python {platform.python_version()}, torch {torch.__version__}, "
-        f"blendae {version('blendae')}, {torch.backends.cpu.get_cpu_capability()}",
+        f"blendae {blendae.__version__}, {torch.backends.cpu.get_cpu_capability()}",
     ]
     if torch.cuda.is_available():
         lines.append(f"cuda: {torch.cuda.get_device_name()}")
