@@ -12,7 +12,7 @@ positive means the one network needs that many % more bits.
 
 This is a small-budget proxy of the comparison issue #20 asks for (the shipped general model
 trained 18 epochs on 324,000 images on a GPU); its runs land in runs/variable-rate-cost/ and
-are reused when the script runs again.
+are reused when the script runs again with the same budget.
 
     python -m benchmarks.variable_rate_cost [--limit-train 20000] [--epochs 2] [--threads 2]
 """
@@ -50,8 +50,8 @@ def lmbda_at(quality: float) -> float:
 
 
 def train(name: str, model: str, args: dict, extra: list[str], opts: argparse.Namespace) -> Path:
-    """One `blendae train` run (skipped when its model is there already)."""
-    out = OUT / name
+    """One `blendae train` run (skipped when this budget's model is there already)."""
+    out = OUT / f"{opts.limit_train}x{opts.epochs}" / name
     if (out / "model.safetensors").exists():
         return out
     command = [
@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--mirror", default=None, help="dataset mirror (default $BLENDAE_MIRROR)")
     opts = parser.parse_args()
+    if not 0 < opts.limit_train <= HELD_OUT[0]:
+        parser.error(f"--limit-train must be 1..{HELD_OUT[0]}: later images are held out")
     torch.set_num_threads(opts.threads)
     print(header("one variable-rate network against separate models trained alike"))
     print(f"data {DATA}, first {opts.limit_train} training images, {opts.epochs} epochs each")
