@@ -184,3 +184,27 @@ def test_the_general_models_json_names_what_trained_it() -> None:
     meta = zoo_entries()[DEFAULT]
     assert "mix:" in meta["commands"][-2] and "--model gained" in meta["commands"][-2]
     assert json.dumps(meta["data"]).count("fashion-mnist") >= 1
+
+
+def test_balance_weighs_each_images_loss_by_a_power_of_its_lambda() -> None:
+    torch.manual_seed(2)
+    x = torch.rand(6, 3, 32, 32)
+    assert "weight" not in build_model("gained", **SMALL).train()(x)
+    torch.manual_seed(2)
+    model = build_model("gained", **SMALL, balance=0.5).train()
+    out = model(x)
+    lmbda, weight = out["lmbda"], out["weight"]
+    assert float(weight.mean()) == pytest.approx(1.0)
+    assert torch.allclose(weight * lmbda.sqrt(), (weight * lmbda.sqrt())[0].expand(6))
+    order = lmbda.argsort()
+    assert bool((weight[order].diff() < 0).all())  # the low-λ images weigh more
+    loss, _ = rate_distortion(out, {"x": x}, None)
+    per_mse = (out["x_hat"] - x).square().mean(dim=(1, 2, 3))
+    rates = sum(-torch.log2(v).flatten(1).sum(1) for v in out["likelihoods"].values()) / 1024
+    assert torch.allclose(loss, (weight * (lmbda * 255**2 * per_mse + rates)).mean())
+
+
+@pytest.mark.parametrize("bad", [{"balance": -0.1}, {"gain_lr": 0}, {"balance": math.inf}])
+def test_bad_training_options_are_clear_errors(bad: dict) -> None:
+    with pytest.raises(BlendaeError, match="balance >= 0 and gain_lr > 0"):
+        build_model("gained", **{**SMALL, **bad})

@@ -391,3 +391,39 @@ def test_init_from_starts_a_larger_model_from_a_trained_one(
             tiny_splits,
             progress=False,
         )
+
+
+def test_a_gained_model_with_a_faster_gain_lr_resumes_exactly_and_moves_its_gains_faster(
+    tiny_splits: BlendedSplits, tmp_path: Path
+) -> None:
+    """`gain_lr` puts the gain vectors in their own Adam group at a multiple of the schedule's
+    rate; the group survives a resume (the interrupted run ends where the whole one does)."""
+    small = {"N": 8, "M": 4, "Nh": 4, "Z": 2, "context": 8, "levels": 3, "lmbda": [0.01, 0.2]}
+
+    def config(args: dict, epochs: int) -> RunConfig:
+        return _config(model="gained", model_args=args, epochs=epochs, batch_size=16, lr=1e-3)
+
+    fast = {**small, "gain_lr": 20.0, "balance": 0.5}
+    full = loop.train(config(fast, 2), tmp_path / "full", tiny_splits)
+    loop.train(config(fast, 1), tmp_path / "cut", tiny_splits)
+    resumed = loop.train(config(fast, 2), tmp_path / "cut", tiny_splits, resume=True)
+    assert _strip_time(resumed) == _strip_time(full)
+    a = runs.load_checkpoint(tmp_path / "full").model
+    b = runs.load_checkpoint(tmp_path / "cut").model
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    loop.train(config(small, 2), tmp_path / "plain", tiny_splits)
+    plain = runs.load_checkpoint(tmp_path / "plain").model
+    start = build_model("gained", **small).state_dict()["log_gain"]
+    moved = {k: float((w["log_gain"] - start).abs().max()) for k, w in [("fast", a), ("1", plain)]}
+    assert moved["fast"] > 5 * moved["1"] > 0
+
+
+def test_an_optimizer_has_one_group_unless_the_model_scales_some_learning_rates() -> None:
+    small = {"N": 8, "M": 4, "Nh": 4, "Z": 2, "context": 8, "levels": 3, "lmbda": [0.01, 0.2]}
+    cpu = torch.device("cpu")
+    plain = loop.make_optimizer(build_model("gained", **small), 1e-3, cpu)
+    assert [g["lr"] for g in plain.param_groups] == [1e-3]  # old checkpoints resume alike
+    model = build_model("gained", **small, gain_lr=50.0)
+    groups = loop.make_optimizer(model, 1e-3, cpu).param_groups
+    assert [g["lr"] for g in groups] == [1e-3, pytest.approx(0.05)]
+    assert {id(p) for p in groups[1]["params"]} == {id(model.log_gain), id(model.log_inv_gain)}

@@ -8,6 +8,14 @@ synthesis; the two are learned separately ("asymmetric"). The vectors are learne
 Training draws a quality per image and weighs its distortion by that quality's λ, spaced
 log-evenly over `lmbda`, so one network learns the whole rate–distortion curve.
 
+Two training options share that network more evenly between the rates (they change no
+coding, and the shipped general model was trained without them): `balance` β weighs each
+image's loss by λ^−β (mean 1 over the batch), since a high-λ image's loss is several times a
+low-λ one's and, unweighed, tunes the shared transforms for high rates; `gain_lr` multiplies
+the gain vectors' learning rate, since Adam moves a parameter by about the learning rate per
+step and at the fine-tuning rates used here the gains barely leave their start.
+`benchmarks/variable_rate_cost.py` measures both.
+
 Decoding stays exact: after `update()` both vectors are frozen into tables of the 101
 integer qualities (`gain_table`, `inv_gain_table`, float32, saved with the weights), and
 the decoder's one extra step is a float32 multiply of the decoded latent by a table row,
@@ -33,7 +41,9 @@ class GainedHyperprior(MeanScaleHyperprior):
     """`MeanScaleHyperprior` (with its checkerboard context) plus gain units.
 
     levels: anchor qualities (≥ 2); lmbda: [λ at quality 0, λ at quality 100];
-    quality: the quality evaluation (metrics during training) uses.
+    quality: the quality evaluation (metrics during training) uses; balance: β ≥ 0, the
+    training loss of an image is weighed by λ^−β; gain_lr: > 0, the gain vectors' learning
+    rate as a multiple of the run's (`lr_scale`, read by the optimizer).
     """
 
     variable_rate = True
@@ -44,6 +54,8 @@ class GainedHyperprior(MeanScaleHyperprior):
         levels: int = 6,
         lmbda: Sequence[float] = (0.002, 0.3),
         quality: int = 75,
+        balance: float = 0.0,
+        gain_lr: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -52,6 +64,12 @@ class GainedHyperprior(MeanScaleHyperprior):
             raise BlendaeError(f"gained model: need levels >= 2 and 0 < λ0 < λ100, got {lmbda}")
         if not 0 <= quality < QUALITIES:
             raise BlendaeError(f"gained model: quality {quality} is not in 0..100")
+        if not (0 <= balance < math.inf and 0 < gain_lr < math.inf):
+            raise BlendaeError(
+                f"gained model: need balance >= 0 and gain_lr > 0, got {balance}, {gain_lr}"
+            )
+        self.balance = float(balance)
+        self.lr_scale = {"log_gain": float(gain_lr), "log_inv_gain": float(gain_lr)}
         self.lmbda_range = (lo, hi)
         self.quality = quality
         # Start each anchor at the quantizer step λ implies at high rate (step² ∝ 1/λ),
@@ -95,12 +113,16 @@ class GainedHyperprior(MeanScaleHyperprior):
         return y_hat * self._gains(self.log_inv_gain, self.inv_gain_table)
 
     def forward(self, x: Tensor, quality: int | None = None) -> dict[str, Any]:
-        """Training: a quality per image, drawn evenly from [0, 100], and its λ in
-        `out["lmbda"]`; evaluation: `quality` (default: the model's)."""
+        """Training: a quality per image, drawn evenly from [0, 100], its λ in
+        `out["lmbda"]` and, with `balance`, its loss weight in `out["weight"]`; evaluation:
+        `quality` (default: the model's)."""
         if self.training:
             self._q = torch.rand(len(x), device=x.device) * 100
             out = super().forward(x)
             out["lmbda"] = self.lmbda_at(self._q)
+            if self.balance:
+                weight = out["lmbda"] ** -self.balance
+                out["weight"] = weight / weight.mean()
         else:
             self._q = self._check(self.quality if quality is None else quality)
             out = super().forward(x)

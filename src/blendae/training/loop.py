@@ -91,8 +91,18 @@ def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.o
 
     Same algorithm, one kernel over all parameters instead of a loop of small ops per
     tensor: several times faster on CPU (`benchmarks/train_throughput.py` prints both).
+    Parameters a model names in its `lr_scale` ({name: factor}) form their own group, at
+    that factor times every learning rate of the schedule.
     """
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
+    scales: dict[str, float] = getattr(model, "lr_scale", {})
+    groups: dict[float, list[nn.Parameter]] = {1.0: []}  # the unscaled group first
+    for name, param in model.named_parameters():
+        groups.setdefault(scales.get(name, 1.0), []).append(param)
+    return torch.optim.Adam(
+        [{"params": ps, "lr": lr * s, "lr_scale": s} for s, ps in groups.items() if ps],
+        lr=lr,
+        fused=device.type in ("cpu", "cuda"),
+    )
 
 
 def match_param_layout(optimizer: torch.optim.Optimizer) -> None:
@@ -198,7 +208,7 @@ class Session:
 
     def set_lr(self, step: int) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.config, step, self.total_steps)
+            group["lr"] = lr_at(self.config, step, self.total_steps) * group.get("lr_scale", 1.0)
 
 
 @dataclass

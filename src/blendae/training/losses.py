@@ -36,7 +36,8 @@ def rate_distortion(
     """λ·255²·MSE + bpp, and floats to log: `mse`, `bpp`, `psnr` (x in [0, 1]).
 
     A variable-rate model's training output carries a λ per image (`out["lmbda"]`): then
-    each image's distortion is weighed by its own λ, against its own rate."""
+    each image's distortion is weighed by its own λ, against its own rate, and the image's
+    loss by `out["weight"]` where the model gives one."""
     x = batch["x"]
     b, _, h, w = x.shape
     if "lmbda" in out:
@@ -45,7 +46,8 @@ def rate_distortion(
             -torch.log2(lik.float()).flatten(1).sum(1) for lik in out["likelihoods"].values()
         )
         rates = rates / (h * w)
-        loss = (out["lmbda"] * 255**2 * per_image + rates).mean()
+        losses = out["lmbda"] * 255**2 * per_image + rates
+        loss = (losses * out["weight"] if "weight" in out else losses).mean()
         mse, bpp = per_image.mean(), rates.mean()
     else:
         mse = F.mse_loss(out["x_hat"].float(), x.float())
