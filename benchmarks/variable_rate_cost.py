@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import header
-from benchmarks.rd import Point, bd_or_reason, percent, size_ratio
+from benchmarks.rd import Point, bd_or_reason, percent, saving_line
 from blendae import codec
 from blendae.data import load_data, to_pixels
 
@@ -95,17 +95,6 @@ def point(images: list[np.ndarray], model: str, quality: int | None, label: str)
     return Point(label.split()[0], label, bpp, 10 * math.log10(255**2 / mse), 0.0, 0.0)
 
 
-def at_each(separate: list[Point], ours: list[Point]) -> str:
-    """The one network's extra bits at each separate model's own PSNR: where the cost lies."""
-    cells = []
-    for p in separate:
-        ratio = size_ratio(p, ours)  # the separate model's bits over the one network's
-        cells.append(
-            f"{p.setting.split()[-1]} " + ("beyond" if ratio is None else f"{1 / ratio - 1:+.1%}")
-        )
-    return ", ".join(cells)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--limit-train", type=int, default=20_000)
@@ -143,7 +132,7 @@ def main() -> None:
     for name, points in ours.items():
         cost = percent(bd_or_reason(theirs, points))
         print(f"variable-rate cost of {name} (BD-rate vs separate models): {cost}")
-        print(f"  at each separate model's PSNR: {at_each(theirs, points)}")
+        print(f"  at each separate model's PSNR: {saving_line(theirs, points, len(theirs))}")
 
 
 if __name__ == "__main__":
