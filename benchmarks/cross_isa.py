@@ -1,6 +1,7 @@
 """Does the codec give the same files and pixels under other CPU instruction sets?
 
-Encodes and decodes the first N blended test images (unit preset) with each model of
+Encodes and decodes the first N blended test images (unit preset), and the first LARGER of
+them upsampled to 128×128 (coded as 32×32 patches in one stream), with each model of
 MODELS (the shipped default, the variable-rate general model, at a few qualities, and the
 fixed-rate q3) in subprocesses under several settings of PyTorch's and oneDNN's
 instruction-set dispatch and thread counts, each decoding the files the native setting
@@ -38,19 +39,26 @@ import json, sys
 import numpy as np
 from blendae import codec
 from blendae.data import load_blended, to_pixels
-limit, folder, native, cases = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+from torch.nn.functional import interpolate
+limit, larger, folder, native = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+cases = sys.argv[5:]
 test = load_blended("unit", progress=False).test[:limit]
-images = to_pixels(test, "unit").round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+pixels = lambda x: to_pixels(x, "unit").round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+up = interpolate(test[:larger], size=(128, 128), mode="bicubic", align_corners=False)
+sets = {"": pixels(test), " 128x128": pixels(up)}
 theirs_all = json.load(open(native)) if native != "-" else None
 written = {}
-for k, case in enumerate(cases):
+for case in cases:
     model, _, quality = case.partition("@")
-    files = codec.compress_batch(list(images), model, int(quality) if quality else None)
-    theirs = [bytes.fromhex(h) for h in theirs_all[case]] if theirs_all else files
-    np.save(f"{folder}/decoded-{k}.npy", np.stack(codec.decompress_batch(theirs)))
-    written[case] = [d.hex() for d in files]
+    for suffix, images in sets.items():
+        files = codec.compress_batch(list(images), model, int(quality) if quality else None)
+        key = case + suffix
+        theirs = [bytes.fromhex(h) for h in theirs_all[key]] if theirs_all else files
+        np.save(f"{folder}/decoded-{len(written)}.npy", np.stack(codec.decompress_batch(theirs)))
+        written[key] = [d.hex() for d in files]
 json.dump(written, open(f"{folder}/files.json", "w"))
 """
+LARGER = 16  # upsampled test images coded in patches
 
 
 def main() -> None:
@@ -64,22 +72,25 @@ def main() -> None:
     args = parser.parse_args()
     cases = args.models.split(",")
     print(header("the codec under other instruction sets and thread counts"))
+    larger = min(LARGER, args.limit)
     with tempfile.TemporaryDirectory(prefix="blendae-isa-") as tmp:
         results = {}
         for name, env in SETTINGS.items():
             folder = Path(tmp) / name.replace(" ", "-")
             folder.mkdir()
             native = "-" if name == "native" else str(Path(tmp) / "native" / "files.json")
-            command = [sys.executable, "-c", CHILD, str(args.limit), str(folder), native, *cases]
-            subprocess.run(command, env={**os.environ, **env}, check=True)
+            command = [sys.executable, "-c", CHILD, str(args.limit), str(larger), str(folder)]
+            command.append(native)
+            subprocess.run([*command, *cases], env={**os.environ, **env}, check=True)
             files = json.loads((folder / "files.json").read_text())
-            decoded = [np.load(folder / f"decoded-{k}.npy") for k in range(len(cases))]
+            decoded = [np.load(folder / f"decoded-{k}.npy") for k in range(len(files))]
             results[name] = (files, decoded)
     files0, decoded0 = results["native"]
-    print(f"{args.limit} blended test images; each setting decodes the files the native")
-    print("setting wrote, and its own encoder's files are compared with them")
+    print(f"{args.limit} blended test images (and the first {larger} upsampled to 128x128, coded")
+    print("in 32x32 patches); each setting decodes the files the native setting wrote, and its")
+    print("own encoder's files are compared with them")
     total = 0
-    for k, case in enumerate(cases):
+    for k, case in enumerate(files0):
         print(f"{case}:")
         for name, (files, decoded) in results.items():
             mine, native = decoded[k].astype(int), decoded0[k].astype(int)

@@ -94,6 +94,8 @@ def export(run: Path, name: str, command: str, dest: Path, quality: int | None =
         "train_seconds": round(seconds, 1),  # every stage's epochs (see `lineage`)
         "torch": torch.__version__,
     }
+    if reloaded.patches:  # a larger image is coded as patches of the training images' side
+        meta["patch"] = config.size
     if quality is not None:
         meta["quality"] = quality
     # Score the model as users get it (from a scratch copy), then publish both files.

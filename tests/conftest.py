@@ -361,8 +361,10 @@ def repack(data: bytes, model_id: bytes, version: int, quality: bytes) -> bytes:
     forgery makes; `model_id` is the full id of the model that wrote it."""
     header, payload = container.unpack(data)
     h, w = header.height, header.width
-    if version == container.VERSION_COMPACT:
+    if version in (container.VERSION_COMPACT, container.VERSION_PATCHES):
         size = container._varint(2 * h + (h == w)) + (b"" if h == w else container._varint(w))
+        if version == container.VERSION_PATCHES:  # the patch byte: the file's, or 32
+            size += bytes([(header.patch or 32) // container.PATCH_UNIT])
         head = data[:2] + bytes([version]) + model_id[:2] + quality + size
         crc = binascii.crc_hqx(model_id, binascii.crc_hqx(payload, binascii.crc_hqx(head, 0)))
         return head + crc.to_bytes(2, "little") + payload

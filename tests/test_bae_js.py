@@ -66,11 +66,12 @@ DECODE_JS = """async ([modelUrls, files, options]) => {
 
 
 def images(count: int, seed: int) -> list[np.ndarray]:
-    """32×32 test images (the samples, flipped, noisy, pure noise, flat) and odd sizes."""
+    """32×32 test images (the samples, flipped, noisy, pure noise, flat) and odd sizes, the
+    last one coded in patches."""
     rng = np.random.default_rng(seed)
     samples = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(SAMPLES.glob("*.png"))]
     out = []
-    for i in range(count - 4):
+    for i in range(count - 5):
         im = samples[i % len(samples)]
         kind = (i // len(samples)) % 5
         if kind == 1:
@@ -86,6 +87,7 @@ def images(count: int, seed: int) -> list[np.ndarray]:
     out.append(rng.integers(0, 256, (17, 33, 3), dtype=np.uint8))
     out.append(samples[0][:, :, 1])  # gray
     out.append(rng.integers(0, 256, (40, 20), dtype=np.uint8))
+    out.append(np.kron(samples[1], np.ones((2, 3, 1), np.uint8))[:, :70])  # 64×70: patches
     return out
 
 
@@ -146,13 +148,14 @@ def test_the_general_model_decodes_as_python_does_at_every_quality(
 
 def test_golden_files_decode_in_the_browser(models_page: Page) -> None:
     """tests/data's files of the shipped models (0.5's q3, 0.7's general, 0.8's version 3
-    files of both) decode to the pixels recorded when they were written."""
+    files of both, 0.9's version 4 files in patches) decode to the pixels recorded when
+    they were written."""
     import hashlib
     import json
 
     data = ROOT / "tests" / "data"
     names, files, want = [], [], []
-    for record in ("zoo-0.5.json", "general-0.7.json", "format3-0.8.json"):
+    for record in ("zoo-0.5.json", "general-0.7.json", "format3-0.8.json", "patches-0.9.json"):
         for name, one in json.loads((data / record).read_text()).items():
             names.append(name)
             files.append((data / name).read_bytes())
@@ -168,7 +171,7 @@ def test_forged_qualities_are_errors_in_both_decoders(models_page: Page) -> None
     """Quality 101 (and 255), a quality byte on a fixed-rate model's file, none on the
     general model's: the Python decoder's error, word for word, in the browser."""
     base = images(8, seed=5)
-    general = api.compress_batch([base[0], base[-3]], "general", 37)
+    general = api.compress_batch([base[0], base[-4]], "general", 37)
     fixed = api.compress_batch([base[0]], "q3")
     gid, qid = (bytes.fromhex(api.zoo_entries()[name]["id"]) for name in ("general", "q3"))
     cases = [repack(g, gid, 3, q) for g in general for q in (b"\x65", b"\xe5")]
@@ -247,6 +250,8 @@ def mutations(valid: list[bytes], seed: int) -> list[bytes]:
         header = dataclasses.replace(header, model_id=Q3_ID, checksum=None)
         largest = container.Header(Q3_ID, 2048, 2048, 3)  # a zero word: refused
         out.append(container.pack(largest, [b"\0\0\0\0"]))  # before any network runs
+        patched = container.Header(Q3_ID, 100, 130, 3, None, 32)  # 20 patches
+        out.append(container.pack(patched, [payload]))
         for _ in range(8):  # payload bit flips and cuts that keep a valid checksum
             body = bytearray(payload)
             if body and rng.integers(2):
@@ -266,7 +271,7 @@ def python_decodes(data: bytes) -> np.ndarray | None:
 
 def test_mutated_files_are_errors_or_python_s_pixels(models_page: Page) -> None:
     base = images(16, seed=3)
-    valid = api.compress_batch([base[0], base[5], base[-3], base[-2]], "q3")
+    valid = api.compress_batch([base[0], base[5], base[-4], base[-3], base[-1]], "q3")
     cases = mutations(valid, seed=0)
     assert len(cases) > 250
     expected = [python_decodes(data) for data in cases]

@@ -191,11 +191,16 @@ def test_files_written_by_0_5_decode_to_its_pixels() -> None:
         assert hashlib.sha256(decoded.tobytes()).hexdigest() == want["sha256"]
 
 
-@pytest.mark.parametrize(("record", "version"), [("general-0.7.json", 2), ("format3-0.8.json", 3)])
+@pytest.mark.parametrize(
+    ("record", "version"),
+    [("general-0.7.json", 2), ("format3-0.8.json", 3), ("patches-0.9.json", 4)],
+)
 def test_files_the_shipped_models_wrote_decode_to_their_pixels(record: str, version: int) -> None:
-    """0.7's version-2 files of the general model (quality 25 and 90, RGB and gray) and
-    0.8's version-3 files (the general model's, and a gray 28×28 one of q3) decode to the
-    pixels recorded when they were written: decoders, gain tables included, stay."""
+    """0.7's version-2 files of the general model (quality 25 and 90, RGB and gray), 0.8's
+    version-3 files (the general model's, and a gray 28×28 one of q3; a 40×56 one coded
+    whole) and 0.9's version-4 files (72×100, gray 70×33 and q3's 64×64, in 32×32 patches)
+    decode to the pixels recorded when they were written: decoders, gain tables included,
+    stay."""
     import hashlib
 
     data = Path(__file__).parent / "data"

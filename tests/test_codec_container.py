@@ -123,8 +123,8 @@ def test_foreign_and_future_files(run: str, valid: bytes) -> None:
     with pytest.raises(BlendaeError, match=r"not a \.bae file"):
         api.decompress(b"\x89PNG\r\n\x1a\n" + bytes(40), run)
     future = bytearray(valid)
-    future[2] = stream.VERSION_COMPACT + 1
-    with pytest.raises(BlendaeError, match="version 4 is not supported"):
+    future[2] = stream.VERSION_PATCHES + 1
+    with pytest.raises(BlendaeError, match="version 5 is not supported"):
         api.decompress(bytes(future), run)
 
 

@@ -43,7 +43,7 @@ def _model_name(path: Path) -> str:
 
 def blends(count: int = 64, seed: int = 0) -> list[np.ndarray]:
     """CIFAR-like 32×32 blends (smooth colour fields, edges and noise), then pure noise and
-    edge sizes: 1×1, 17×33 in colour and in gray."""
+    edge sizes: 1×1, 17×33 in colour and in gray, and 40×72 in colour and gray (patches)."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):
@@ -54,6 +54,9 @@ def blends(count: int = 64, seed: int = 0) -> list[np.ndarray]:
     out.append(rng.integers(0, 256, (1, 1, 3), dtype=np.uint8))
     out.append(rng.integers(0, 256, (17, 33, 3), dtype=np.uint8))
     out.append(rng.integers(0, 256, (17, 33), dtype=np.uint8))
+    small = rng.integers(0, 256, (11, 19, 3)).astype(np.float32)
+    larger = np.clip(np.kron(small, np.ones((4, 4, 1)))[:40, :72], 0, 255).astype(np.uint8)
+    out += [larger, larger[:, :, 2]]
     return out
 
 
@@ -85,12 +88,18 @@ def test_the_torch_free_decoder_gives_torch_s_pixels(meta: Path) -> None:
 def test_the_general_model_s_files_decode_to_torch_s_pixels_at_every_quality(
     quality: int,
 ) -> None:
-    """The variable-rate model: version-2 files, the decoded latent scaled by the stored
-    float32 row inv_gain_table[quality] before g_s, the same bits as torch's decoder
-    (blends, noise, 1×1 and 17×33 in colour and gray; by name and by id alone)."""
+    """The variable-rate model: the decoded latent scaled by the stored float32 row
+    inv_gain_table[quality] before g_s, the same bits as torch's decoder (blends, noise,
+    1×1, 17×33 and 40×72 in colour and gray; by name and by id alone). Images with a side
+    over 48 are coded as 32×32 patches in one stream (version 4)."""
     datas = images.compress_batch(blends(24, seed=quality), "general", quality)
-    assert all(container.unpack(d)[0].quality == quality for d in datas)
-    assert all(d[2] == container.VERSION_COMPACT for d in datas)
+    headers = [container.unpack(d)[0] for d in datas]
+    assert all(h.quality == quality for h in headers)
+    for data, header in zip(datas, headers, strict=True):
+        patched = max(header.height, header.width) > 48
+        assert header.patch == (32 if patched else None)
+        assert data[2] == (container.VERSION_PATCHES if patched else container.VERSION_COMPACT)
+    assert any(h.patch for h in headers)
     _identical(*_both(datas, "general"))
     _identical(*_both(datas, None))
     assert decode.load_decoder("general").variable_rate

@@ -57,7 +57,8 @@ def _digest(images: list[np.ndarray]) -> str:
 
 
 def _test_images() -> list[np.ndarray]:
-    """Smooth random images, photo-like, at 32×32 and two other sizes (padding, cropping)."""
+    """Smooth random images, photo-like, at 32×32 and two other sizes (padding, cropping;
+    the 70×90 one is coded as 32×32 patches in one stream)."""
     rng = np.random.default_rng(0)
     out = []
     for h, w in [(32, 32)] * 24 + [(40, 56), (70, 90)]:

@@ -5,7 +5,9 @@ few bytes as the image needs and checks the file with a CRC-16 that also covers 
 model id, of which it stores two bytes. At 32×32 a header is a large part of a file (about
 4 % of a file at the default quality), so it is kept to what decoding needs. Versions 1 and
 2 (a 14- or 15-byte header with a CRC-32) are still read: every file earlier releases wrote
-decodes as before.
+decodes as before. Version 4 (0.9 and later) is version 3 plus one byte, written only for an
+image coded in patches (a model trained on 32×32 images codes a larger one as 32×32 patches,
+see `codec.images`): the patch side in units of 16 pixels.
 
 See docs/format.md for the byte layout. Parsing is strict: every malformed input becomes a
 `BlendaeError` that says what is wrong, before any decoding work is done.
@@ -23,7 +25,10 @@ MAGIC = b"\xba\xe1"
 VERSION = 1  # 0.3–0.7, fixed-rate models' files
 VERSION_QUALITY = 2  # 0.7, variable-rate models' files: a quality byte after the channels
 VERSION_COMPACT = 3  # 0.8 and later, every model's files
-VERSIONS = (VERSION, VERSION_QUALITY, VERSION_COMPACT)
+VERSION_PATCHES = 4  # 0.9 and later, an image coded in patches: version 3 + the patch side
+VERSIONS = (VERSION, VERSION_QUALITY, VERSION_COMPACT, VERSION_PATCHES)
+PATCH_UNIT = 16  # version 4 stores the patch side in these units
+MAX_PATCH = 256  # the largest patch side a file may name (it bounds a forged file's work)
 MAX_QUALITY = 100
 NO_QUALITY = 127  # version 3's quality field of a fixed-rate model's file
 GRAY = 0x80  # version 3's image byte: set for a gray (1-channel) image
@@ -45,6 +50,7 @@ class Header:
     width: int
     channels: int  # 1 (gray) or 3 (RGB)
     quality: int | None = None  # 0..100 for a variable-rate model's file
+    patch: int | None = None  # the side of the patches the image was coded in (version 4)
     # version 3: (stored CRC-16, CRC-16 of the header and payload) to finish with the id
     checksum: tuple[int, int] | None = None
 
@@ -74,7 +80,8 @@ def _read_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
 
 
 def pack(header: Header, strings: list[bytes]) -> bytes:
-    """Header + a model's byte strings for one image → version 3 file bytes.
+    """Header + a model's byte strings for one image → version 3 file bytes (version 4 for
+    an image coded in patches).
 
     One string is stored as is; several are preceded by the varint lengths of all but the
     last. The CRC-16 covers every other byte, then the model's full id.
@@ -82,16 +89,18 @@ def pack(header: Header, strings: list[bytes]) -> bytes:
     assert len(header.model_id) == MODEL_ID_BYTES and header.channels in CHANNELS
     assert 1 <= header.height <= MAX_SIDE and 1 <= header.width <= MAX_SIDE
     assert header.quality is None or 0 <= header.quality <= MAX_QUALITY
+    assert header.patch is None or (header.patch % PATCH_UNIT == 0 and header.patch <= MAX_PATCH)
     payload = b"".join(_varint(len(s)) for s in strings[:-1]) + b"".join(strings)
     quality = NO_QUALITY if header.quality is None else header.quality
     square = header.width == header.height
     head = (
         MAGIC
-        + bytes([VERSION_COMPACT])
+        + bytes([VERSION_COMPACT if header.patch is None else VERSION_PATCHES])
         + header.model_id[:SHORT_ID_BYTES]
         + bytes([quality | (GRAY if header.channels == 1 else 0)])
         + _varint(2 * header.height + square)
         + (b"" if square else _varint(header.width))
+        + (b"" if header.patch is None else bytes([header.patch // PATCH_UNIT]))
     )
     crc = binascii.crc_hqx(header.model_id, binascii.crc_hqx(payload, binascii.crc_hqx(head, 0)))
     return head + crc.to_bytes(2, "little") + payload
@@ -110,10 +119,10 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     if version not in VERSIONS:
         raise BlendaeError(
             f".bae format version {version} is not supported: this blendae reads versions "
-            f"1 to {VERSION_COMPACT}; decode it with the blendae release that wrote it"
+            f"1 to {VERSION_PATCHES}; decode it with the blendae release that wrote it"
         )
-    if version == VERSION_COMPACT:
-        return _unpack_compact(data)
+    if version >= VERSION_COMPACT:
+        return _unpack_compact(data, version == VERSION_PATCHES)
     pos = len(MAGIC) + 1
     fixed = MODEL_ID_BYTES + 1 + (version == VERSION_QUALITY)
     if len(data) < pos + fixed:
@@ -135,7 +144,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     return Header(model_id, height, width, channels, quality), payload
 
 
-def _unpack_compact(data: bytes) -> tuple[Header, bytes]:
+def _unpack_compact(data: bytes, patched: bool) -> tuple[Header, bytes]:
     pos = len(MAGIC) + 1 + SHORT_ID_BYTES + 1
     if len(data) < pos:
         raise BlendaeError("truncated .bae file: it ends inside the header")
@@ -148,6 +157,16 @@ def _unpack_compact(data: bytes) -> tuple[Header, bytes]:
         width, pos = _read_varint(data, pos, "width")
         if width == height:
             raise BlendaeError("corrupt .bae header: a square image's width stored")
+    patch = None
+    if patched:
+        if len(data) <= pos:
+            raise BlendaeError("truncated .bae file: it ends inside the patch field")
+        patch, pos = data[pos] * PATCH_UNIT, pos + 1
+        if not 0 < patch <= MAX_PATCH or not (height > patch or width > patch):
+            raise BlendaeError(
+                f"corrupt .bae header: {height}x{width} image in patches of side {patch} "
+                f"(a side 16..{MAX_PATCH}, smaller than the image)"
+            )
     if len(data) < pos + 2:
         raise BlendaeError("truncated .bae file: it ends inside the checksum")
     stored = int.from_bytes(data[pos : pos + 2], "little")
@@ -158,7 +177,7 @@ def _unpack_compact(data: bytes) -> tuple[Header, bytes]:
         quality = None
     channels = 1 if image & GRAY else 3
     _check_fields(channels, height, width, quality)
-    return Header(model_id, height, width, channels, quality, (stored, partial)), payload
+    return Header(model_id, height, width, channels, quality, patch, (stored, partial)), payload
 
 
 def _check_fields(channels: int, height: int, width: int, quality: int | None) -> None:

@@ -44,19 +44,21 @@ def naming(names: Sequence[str] | None) -> Named:
     return named
 
 
-def groups(
-    parsed: list[tuple[container.Header, bytes]], named: Named
-) -> dict[tuple[bytes, int, int, int | None], list[int]]:
-    """Unpacked files grouped by (model id, height, width, quality), after checking every
-    size (only a forged file can fail there): the files that can share network calls."""
+Key = tuple[bytes, int, int, int | None, int | None]
+
+
+def groups(parsed: list[tuple[container.Header, bytes]], named: Named) -> dict[Key, list[int]]:
+    """Unpacked files grouped by (model id, height, width, quality, patch side), after
+    checking every size (only a forged file can fail there): the files that can share
+    network calls (a file coded in patches decodes alone: its patches share them)."""
     for i, (header, _) in enumerate(parsed):
         try:
             check_size(header.height, header.width)
         except BlendaeError as exc:
             raise named(i, exc) from exc
-    found: dict[tuple[bytes, int, int, int | None], list[int]] = {}
+    found: dict[Key, list[int]] = {}
     for i, (header, _) in enumerate(parsed):
-        key = (header.model_id, header.height, header.width, header.quality)
+        key = (header.model_id, header.height, header.width, header.quality, header.patch)
         found.setdefault(key, []).append(i)
     return found
 
@@ -90,3 +92,15 @@ def check_quality(variable_rate: bool, quality: int | None, named: Named, first:
     if variable_rate != (quality is not None):
         want = "a quality" if variable_rate else "no quality"
         raise named(first, BlendaeError(f"corrupt .bae header: its model's files carry {want}"))
+
+
+def check_patch(
+    name: str, patches: bool, stride: int, patch: int, named: Named, first: int
+) -> None:
+    """A file coded in patches must name a model that codes patches, in a side it can code
+    (only a forged file can fail here, since the model id matched)."""
+    if not patches or patch % stride:
+        raise named(
+            first,
+            BlendaeError(f"corrupt .bae header: model {name!r} codes no {patch}-pixel patches"),
+        )

@@ -38,6 +38,9 @@ class Codec:
     # space (a model trained on other --data); see `blendae.data.to_pixels`
     preset: Space | str
     quality: int | None = None  # a variable-rate model's default quality
+    # the side of the images it was trained on: a larger image is coded as patches of
+    # that side (`codec.images`); None: whole (the models of 0.3-0.8 as they shipped then)
+    patch: int | None = None
 
 
 def model_id(model: nn.Module) -> bytes:
@@ -51,7 +54,12 @@ def model_id(model: nn.Module) -> bytes:
 
 
 def _ready(
-    name: str, model: nn.Module, model_name: str, preset: Space | str, quality: int | None = None
+    name: str,
+    model: nn.Module,
+    model_name: str,
+    preset: Space | str,
+    quality: int | None = None,
+    patch: int | None = None,
 ) -> Codec:
     """Check that `model` (weights loaded) can code, and wrap it as a `Codec`."""
     if not isinstance(model, CompressionModel):
@@ -68,7 +76,14 @@ def _ready(
     model = model.eval().to(memory_format=torch.channels_last)  # faster oneDNN convolutions
     if model.variable_rate and quality is None:
         quality = model.quality
-    return Codec(name, model, model_id(model), preset, quality)
+    if patch is not None and not (
+        model.patches and patch % model.stride == 0 and 0 < patch <= container.MAX_PATCH
+    ):
+        raise BlendaeError(
+            f"{name}: cannot code in {patch}-pixel patches (a multiple of {model.stride} up to "
+            f"{container.MAX_PATCH}, for a model that codes patches)"
+        )
+    return Codec(name, model, model_id(model), preset, quality, patch)
 
 
 def load_zoo_file(meta_path: Path, meta: dict[str, Any] | None = None) -> Codec:
@@ -79,7 +94,9 @@ def load_zoo_file(meta_path: Path, meta: dict[str, Any] | None = None) -> Codec:
         model.load_state_dict(load_file(str(meta_path.with_suffix(".safetensors"))))
     except (OSError, ValueError, KeyError, TypeError, SafetensorError, RuntimeError) as exc:
         raise BlendaeError(f"model {meta_path} is damaged ({exc}); reinstall it") from exc
-    codec = _ready(meta["name"], model, meta["model"], meta["preset"], meta.get("quality"))
+    codec = _ready(
+        meta["name"], model, meta["model"], meta["preset"], meta.get("quality"), meta.get("patch")
+    )
     if codec.model_id.hex() != meta["id"]:
         raise BlendaeError(f"model {meta_path} is damaged: its weights do not match its id")
     return codec
@@ -100,7 +117,9 @@ def load_codec(model: str | None = None) -> Codec:
             "(or pass the run folder of a trained codec model, or a model's NAME.json)"
         )
     config, trained = runs.load_model(Path(name))
-    return _ready(name, trained, config.model, runs.space(Path(name), config))
+    patches = getattr(trained, "patches", False)  # (a model that is no codec is refused below)
+    patch = config.size if patches and config.size <= container.MAX_PATCH else None
+    return _ready(name, trained, config.model, runs.space(Path(name), config), patch=patch)
 
 
 def codec_for(ident: bytes, model: str | None) -> Codec:

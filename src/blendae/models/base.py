@@ -30,6 +30,9 @@ class CompressionModel(nn.Module):
     num_strings: ClassVar[int] = 1  # byte strings per image
     # True: compress/decompress take `quality` (0..100) and files record it
     variable_rate: ClassVar[bool] = False
+    # True: compress(x, shared=True) codes the whole batch (a large image's patches) into
+    # one string, and decompress(strings, size, shared=B) decodes it
+    patches: ClassVar[bool] = False
 
     @property
     def is_updated(self) -> bool:

@@ -145,18 +145,24 @@ class GainedHyperprior(MeanScaleHyperprior):
         self.gain_table.copy_(self._curve(self.log_gain.detach().double().cpu(), q))
         self.inv_gain_table.copy_(self._curve(self.log_inv_gain.detach().double().cpu(), q))
 
-    def compress(self, x: Tensor, quality: int | None = None) -> list[list[bytes]]:
+    def compress(
+        self, x: Tensor, quality: int | None = None, shared: bool = False
+    ) -> list[list[bytes]]:
         self._q = self._check(self.quality if quality is None else quality)
         try:
-            return super().compress(x)
+            return super().compress(x, shared)
         finally:
             self._q = self.quality
 
     def decompress(
-        self, strings: Sequence[Sequence[bytes]], size: tuple[int, int], quality: int | None = None
+        self,
+        strings: Sequence[Sequence[bytes]],
+        size: tuple[int, int],
+        quality: int | None = None,
+        shared: int = 0,
     ) -> Tensor:
         self._q = self._check(self.quality if quality is None else quality)
         try:
-            return super().decompress(strings, size)
+            return super().decompress(strings, size, shared)
         finally:
             self._q = self.quality

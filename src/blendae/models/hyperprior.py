@@ -45,6 +45,16 @@ def _ste_round(x: Tensor, mean: Tensor | float = 0.0) -> Tensor:
     return x + (torch.round(x - mean) + mean - x).detach()
 
 
+CHUNK = 64  # images per network call of a large batch (a large image's patches)
+
+
+def _chunked(net: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """net over x, CHUNK images at a time: an exact net gives the same bits for any split."""
+    if len(x) <= CHUNK:
+        return net(x)
+    return torch.cat([net(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)])
+
+
 def _tracked_conv(cin: int, cout: int, up: bool = False) -> list[nn.Module]:
     """RangeTracker + 3×3 conv (a sub-pixel 2× upsampling if `up`): an exact-able layer."""
     if up:
@@ -67,6 +77,7 @@ class MeanScaleHyperprior(CompressionModel):
     """
 
     stride = 16
+    patches = True
     tile = 256  # pixels: the exact decoder's intermediates of a 512-pixel tile took 0.3 GB
     tile_above = 1 << 20
     halo = 4
@@ -246,10 +257,11 @@ class MeanScaleHyperprior(CompressionModel):
         return pixels > self.tile_above
 
     def _map(self, net: Callable[[Tensor], Tensor], x: Tensor, factor: int, tiled: bool) -> Tensor:
-        """An exact net (upsampling by `factor`) over x, in tiles when the image is large."""
+        """An exact net (upsampling by `factor`) over x, in tiles when the image is large,
+        else `CHUNK` images at a time (a large image's patches: memory stays bounded)."""
         if tiled:
             return tiling.synthesis(net, x, factor, self.tile // 4, self.halo)
-        return net(x)
+        return _chunked(net, x)
 
     def _parts(self, latent: Tensor) -> list[Tensor]:
         """(M, h, w) masks of the y elements in coding order: all at once, or the anchors
@@ -264,18 +276,26 @@ class MeanScaleHyperprior(CompressionModel):
         the last part's, for the models with the context (0.4's); 0.3's code none apart."""
         return bool(self.context) and k == parts - 1
 
-    def compress(self, x: Tensor) -> list[list[bytes]]:
+    def compress(self, x: Tensor, shared: bool = False) -> list[list[bytes]]:
         """x (B, 3, H, W) → [[one ANS string]] per image: z on top of y (of the anchors on
-        top of the rest), so z decodes first."""
+        top of the rest), so z decodes first. `shared`: [[one string]] for the whole batch
+        (the patches of one image), each stage of every image before the next stage of any,
+        so that the decoder's network calls still see the whole batch."""
         tiled = self._tiled(x.shape[2] * x.shape[3])
-        y = tiling.analysis(self.g_a, x, 4, self.tile, self.halo) if tiled else self.g_a(x)
-        y = self._into(y)
-        z_indices = self.entropy_bottleneck.indices(self.h_a(y))
+        if tiled:
+            y = self._into(tiling.analysis(self.g_a, x, 4, self.tile, self.halo))
+        else:
+            y = self._into(_chunked(self.g_a, x))
+        z_indices = self.entropy_bottleneck.indices(_chunked(self.h_a, y))
         hs = self._map(self.h_s_exact, self.entropy_bottleneck.dequantize(z_indices), 4, tiled)
         _, mean, scale = self._mean_scale(y, hs, self._coded, exact=True, tiled=tiled)
         symbols = self.gaussian.symbols(y, mean)
         indices = self.gaussian.indices(scale)
-        coders = [constriction.stream.stack.AnsCoder() for _ in range(len(x))]
+        if shared:  # one stack: push the images last-first, so that they pop first-first
+            coders = [constriction.stream.stack.AnsCoder()] * len(x)
+            symbols, indices, z_indices = (t.flip(0) for t in (symbols, indices, z_indices))
+        else:
+            coders = [constriction.stream.stack.AnsCoder() for _ in range(len(x))]
         parts = self._parts(y)
         for k in reversed(range(len(parts))):
             sym, idx = symbols[:, parts[k]].numpy(), indices[:, parts[k]].numpy()
@@ -283,17 +303,25 @@ class MeanScaleHyperprior(CompressionModel):
             if apart:  # first onto the empty coders (see `GaussianConditional.encode_signs`)
                 self.gaussian.encode_signs(coders, sym)
             self.gaussian.encode_batch(coders, sym, idx, folded=apart)
-        strings = []
         for coder, zi in zip(coders, z_indices.numpy(), strict=True):
             self.entropy_bottleneck.encode_into(coder, zi)
-            strings.append([coder_bytes(coder)])
-        return strings
+        if shared:
+            return [[coder_bytes(coders[0])]]
+        return [[coder_bytes(coder)] for coder in coders]
 
-    def decompress(self, strings: Sequence[Sequence[bytes]], size: tuple[int, int]) -> Tensor:
-        """[[one ANS string]] per image → x_hat (B, 3, *size), the same bits everywhere."""
+    def decompress(
+        self, strings: Sequence[Sequence[bytes]], size: tuple[int, int], shared: int = 0
+    ) -> Tensor:
+        """[[one ANS string]] per image → x_hat (B, 3, *size), the same bits everywhere;
+        `shared` > 0: [[one string]] of that many images (`compress(shared=True)`)."""
         tiled = self._tiled(size[0] * size[1])
         z_size = (size[0] // self.stride, size[1] // self.stride)
-        coders = [open_coder(s[0]) for s in strings]
+        if shared:
+            if len(strings) != 1:
+                raise BlendaeError(f"a shared stream is one string, got {len(strings)}")
+            coders = [open_coder(strings[0][0])] * shared
+        else:
+            coders = [open_coder(s[0]) for s in strings]
         z_indices = [
             decoding(lambda c=c: self.entropy_bottleneck.decode_from(c, z_size)) for c in coders
         ]
@@ -314,9 +342,9 @@ class MeanScaleHyperprior(CompressionModel):
             if apart:
                 decoded = decoding(lambda d=decoded: self.gaussian.decode_signs(coders, d))
             symbols[:, part] = torch.from_numpy(decoded)
-        for coder in coders:
+        for coder in coders[:1] if shared else coders:
             check_empty(coder)
         y_hat = self._out(symbols + params.chunk(2, dim=1)[0])
         if tiled:
             return tiling.synthesis(self.g_s_exact, y_hat, 4, self.tile, self.halo)
-        return self.g_s_exact(y_hat)
+        return _chunked(self.g_s_exact, y_hat)

@@ -18,7 +18,7 @@ import numpy as np
 
 from blendae.codec import container, limits
 from blendae.codec.decode.models import Decoder, load, to_uint8
-from blendae.codec.limits import Named, batches, check_quality, naming
+from blendae.codec.limits import Named, batches, check_patch, check_quality, naming
 from blendae.codec.zoo import canonical, unknown_model, zoo_entries, zoo_folder
 from blendae.errors import BlendaeError
 
@@ -105,8 +105,13 @@ def decode_parsed(
     for key, members in groups.items():
         limits.check_made_by(parsed, members, decoders[key].model_id, named)
     for key, members in groups.items():
-        decoder, (_, h, w, quality) = decoders[key], key
+        decoder, (_, h, w, quality, patch) = decoders[key], key
         check_quality(decoder.variable_rate, quality, named, members[0])
+        if patch is not None:
+            check_patch(decoder.name, decoder.patches, decoder.stride, patch, named, members[0])
+            for i in members:
+                out[i] = _decode_patches(decoder, parsed, i, quality, named)
+            continue
         size = (h + -h % decoder.stride, w + -w % decoder.stride)
         for chunk in batches(members, size[0] * size[1]):
             strings = [one for (one,) in limits.strings_of(parsed, chunk, 1, named)]
@@ -116,6 +121,29 @@ def decode_parsed(
                 image = to_uint8(x_hat[k : k + 1], decoder.preset, channels)[0]
                 out[i] = image[..., 0] if channels == 1 else image
     return out
+
+
+def _decode_patches(
+    decoder: Decoder,
+    parsed: list[tuple[container.Header, bytes]],
+    i: int,
+    quality: int | None,
+    named: Named,
+) -> np.ndarray:
+    """One file coded in patches (one stream) → its uint8 image."""
+    header = parsed[i][0]
+    assert header.patch is not None
+    p, h, w, channels = header.patch, header.height, header.width, header.channels
+    rows, columns = -(-h // p), -(-w // p)
+    (string,) = limits.strings_of(parsed, [i], 1, named)[0]
+    try:
+        x_hat = decoder.decode([string], (p, p), quality, shared=rows * columns)
+    except BlendaeError as exc:
+        raise named(i, exc) from exc
+    x_hat = x_hat.reshape(rows, columns, p, p, 3).transpose(0, 2, 1, 3, 4)
+    x_hat = x_hat.reshape(1, rows * p, columns * p, 3)[:, :h, :w]
+    image = to_uint8(x_hat, decoder.preset, channels)
+    return image[0, ..., 0] if channels == 1 else image[0]
 
 
 def _decode_chunk(

@@ -83,12 +83,18 @@ class Decoder:
     exact: bool  # whether its pixels equal the torch decoder's bit for bit
     weights: dict[str, np.ndarray] = field(repr=False)
     variable_rate = False  # whether its files carry a quality
+    patches = False  # whether it decodes one stream of many images (a large image's patches)
 
     def decode(
-        self, strings: Sequence[bytes], size: tuple[int, int], quality: int | None = None
+        self,
+        strings: Sequence[bytes],
+        size: tuple[int, int],
+        quality: int | None = None,
+        shared: int = 0,
     ) -> np.ndarray:
         """One payload per image, all of padded size `size` (and coded at `quality`, for a
-        variable-rate model) → x_hat (B, H, W, 3) float32."""
+        variable-rate model) → x_hat (B, H, W, 3) float32; `shared` > 0: one payload of
+        that many images."""
         raise NotImplementedError
 
     def check_quality(self, quality: int | None) -> None:
@@ -105,10 +111,16 @@ class Decoder:
         return [ans.categorical(row) for row in self.weights["entropy_bottleneck._pmf"]]
 
     def factorized(
-        self, strings: Sequence[bytes], size: tuple[int, int]
+        self, strings: Sequence[bytes], size: tuple[int, int], shared: int = 0
     ) -> tuple[list[Any], np.ndarray]:
-        """Open the coders and pop each image's factorized latent: (coders, (B, h, w, C))."""
-        coders = [ans.open_coder(s) for s in strings]
+        """Open the coders and pop each image's factorized latent: (coders, (B, h, w, C));
+        `shared` > 0: one coder, listed once per image (`MeanScaleHyperprior.compress`)."""
+        if shared:
+            if len(strings) != 1:
+                raise BlendaeError(f"a shared stream is one string, got {len(strings)}")
+            coders = [ans.open_coder(strings[0])] * shared
+        else:
+            coders = [ans.open_coder(s) for s in strings]
         models = self.z_models
         indices = [ans.decoding(lambda c=c: ans.decode_factorized(c, models, size)) for c in coders]
         offset = self.weights["entropy_bottleneck._offset"].astype(np.int64)
@@ -120,9 +132,15 @@ class Factorized(Decoder):
     """The factorized models (0.2): float networks, one string of y per image."""
 
     def decode(
-        self, strings: Sequence[bytes], size: tuple[int, int], quality: int | None = None
+        self,
+        strings: Sequence[bytes],
+        size: tuple[int, int],
+        quality: int | None = None,
+        shared: int = 0,
     ) -> np.ndarray:
         self.check_quality(quality)
+        if shared:
+            raise BlendaeError(f"model {self.name!r} codes no patches")
         coders, y_hat = self.factorized(strings, (size[0] // self.stride, size[1] // self.stride))
         for coder in coders:
             ans.check_empty(coder)
@@ -148,11 +166,17 @@ class Hyperprior(Decoder):
             self.weights["gaussian._pmf"], self.weights["gaussian._radius"]
         )
 
+    patches = True
+
     def decode(
-        self, strings: Sequence[bytes], size: tuple[int, int], quality: int | None = None
+        self,
+        strings: Sequence[bytes],
+        size: tuple[int, int],
+        quality: int | None = None,
+        shared: int = 0,
     ) -> np.ndarray:
         self.check_quality(quality)
-        coders, z_hat = self.factorized(strings, (size[0] // 16, size[1] // 16))
+        coders, z_hat = self.factorized(strings, (size[0] // 16, size[1] // 16), shared)
         hs = _in_bands(self.nets["h_s"], z_hat, 4)  # (B, h, w, 2M)
         m = self.M
         symbols = np.zeros((len(coders), m, *hs.shape[1:3]), dtype=np.int32)
@@ -176,7 +200,7 @@ class Hyperprior(Decoder):
             if apart:
                 decoded = ans.decoding(lambda d=decoded: ans.decode_signs(coders, d))
             symbols[:, part] = decoded
-        for coder in coders:
+        for coder in coders[:1] if shared else coders:
             ans.check_empty(coder)
         y_hat = symbols.transpose(0, 2, 3, 1).astype(F32) + params[..., :m]
         return _in_bands(self.nets["g_s"], self._out(y_hat, quality), 4)

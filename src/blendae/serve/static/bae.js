@@ -7,7 +7,9 @@
 // No dependencies. What makes it exact (docs/format.md has the byte-level details):
 // - the container: versions 1 and 2 (magic, version, model id, channels, version 2's quality,
 //   LEB128 sizes, CRC-32) and version 3 (2 bytes of the id, a gray flag with the quality, a
-//   square flag with the height, CRC-16 over the file and the whole model id);
+//   square flag with the height, CRC-16 over the file and the whole model id) and version 4
+//   (version 3 plus the side of the patches a larger image was coded in, in units of 16
+//   pixels: the patches share one ANS stream, each stage of every patch before the next);
 // - constriction's ANS decoder (32-bit words, 64-bit state, 24-bit probabilities), with its
 //   `Categorical(p, perfect=False)` fixed-point quantization and `Uniform(n)`;
 // - the integer-exact networks of models/exact.py: integer activations and weights, so every
@@ -26,6 +28,9 @@ const MAX_SIDE = 65535;
 const VERSION = 1; // fixed-rate models' files
 const VERSION_QUALITY = 2; // variable-rate models' files: a quality byte after the channels
 const VERSION_COMPACT = 3; // every model's files since blendae 0.8 (docs/format.md)
+const VERSION_PATCHES = 4; // since 0.9, an image coded in patches: version 3 + the patch side
+const PATCH_UNIT = 16;
+const MAX_PATCH = 256;
 const NO_QUALITY = 127; // version 3's quality field of a fixed-rate model's file
 const CHECKSUM_MISMATCH = "corrupt or truncated .bae file: checksum mismatch";
 const MAX_QUALITY = 100;
@@ -123,11 +128,13 @@ export function parseHeader(data) {
     throw new BaeError(`not a .bae file: starts with ${hex(data.subarray(0, 2))} instead of bae1`);
   }
   const version = data[2];
-  if (version !== VERSION && version !== VERSION_QUALITY && version !== VERSION_COMPACT) {
+  if (version < VERSION || version > VERSION_PATCHES) {
     throw new BaeError(`.bae format version ${version} is not supported: this decoder reads ` +
-      `versions 1 to ${VERSION_COMPACT}`);
+      `versions 1 to ${VERSION_PATCHES}`);
   }
-  const header = version === VERSION_COMPACT ? parseCompact(data) : parseLong(data, version);
+  const header = version >= VERSION_COMPACT
+    ? parseCompact(data, version === VERSION_PATCHES)
+    : parseLong(data, version);
   const { channels, quality, height, width } = header;
   if (channels !== 1 && channels !== 3) {
     throw new BaeError(`corrupt .bae header: ${channels} channels (expected 1 or 3)`);
@@ -159,11 +166,12 @@ function parseLong(data, version) {
   const stored = (data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16) | (data[pos + 3] << 24)) >>> 0;
   const payload = data.subarray(pos + 4);
   if (crc32(payload, crc32(data.subarray(0, pos))) !== stored) throw new BaeError(CHECKSUM_MISMATCH);
-  return { modelId, channels, quality, height, width, payload, checksum: null };
+  return { modelId, channels, quality, height, width, patch: null, payload, checksum: null };
 }
 
-/** Version 3: 2 bytes of the id, one image byte (gray flag, quality), the size, CRC-16. */
-function parseCompact(data) {
+/** Version 3: 2 bytes of the id, one image byte (gray flag, quality), the size, CRC-16;
+ * version 4 (`patched`): the patch side's byte before the CRC. */
+function parseCompact(data, patched) {
   let pos = 6;
   if (data.length < pos) throw new BaeError("truncated .bae file: it ends inside the header");
   const modelId = hex(data.subarray(3, 5));
@@ -175,6 +183,15 @@ function parseCompact(data) {
     [width, pos] = readVarint(data, pos, "width");
     if (width === height) throw new BaeError("corrupt .bae header: a square image's width stored");
   }
+  let patch = null;
+  if (patched) {
+    if (data.length <= pos) throw new BaeError("truncated .bae file: it ends inside the patch field");
+    patch = data[pos++] * PATCH_UNIT;
+    if (!(patch > 0 && patch <= MAX_PATCH) || !(height > patch || width > patch)) {
+      throw new BaeError(`corrupt .bae header: ${height}x${width} image in patches of side ${patch} ` +
+        `(a side 16..${MAX_PATCH}, smaller than the image)`);
+    }
+  }
   if (data.length < pos + 2) throw new BaeError("truncated .bae file: it ends inside the checksum");
   const stored = data[pos] | (data[pos + 1] << 8);
   const payload = data.subarray(pos + 2);
@@ -182,7 +199,7 @@ function parseCompact(data) {
   const q = image & 0x7f;
   const quality = q === NO_QUALITY ? null : q;
   const channels = image & 0x80 ? 1 : 3;
-  return { modelId, channels, quality, height, width, payload, checksum: [stored, partial] };
+  return { modelId, channels, quality, height, width, patch, payload, checksum: [stored, partial] };
 }
 
 /** Whether the model with (hex) id `id` wrote the parsed file: the id starts alike and a
@@ -915,42 +932,60 @@ function toChannelsLast(x, pixels, c) {
   return out;
 }
 
-/** The latent ŷ (M × yh × yw, channel-major) of a payload, exactly as the Python decoder:
- * for a gained model, times inv_gain_table[quality] (g_s's input). */
-function decodeLatent(model, payload, height, width, quality) {
+/** The latents ŷ (M × yh × yw each, channel-major) of a payload of `count` images of
+ * height × width (a larger image's patches share one stream: each stage of every image
+ * before the next stage of any), exactly as the Python decoder: for a gained model, times
+ * inv_gain_table[quality] (g_s's input). */
+function decodeLatents(model, payload, height, width, quality, count) {
   const coder = new AnsDecoder(payload);
   const M = model.M;
   const zh = height / STRIDE;
   const zw = width / STRIDE;
   const Z = model.zCdfs.length;
-  const z = new Float32Array(zh * zw * Z);
-  for (let c = 0; c < Z; c++) {
-    for (let p = 0; p < zh * zw; p++) z[p * Z + c] = coder.pop(model.zCdfs[c]) + model.zOffset[c];
+  const zs = [];
+  for (let b = 0; b < count; b++) {
+    const z = new Float32Array(zh * zw * Z);
+    for (let c = 0; c < Z; c++) {
+      for (let p = 0; p < zh * zw; p++) z[p * Z + c] = coder.pop(model.zCdfs[c]) + model.zOffset[c];
+    }
+    zs.push(z);
   }
-  const [hsLast, yh, yw] = run(model, model.h_s, z, zh, zw);
+  let yh = 0;
+  let yw = 0;
+  const hs = zs.map((z) => {
+    const [hsLast, h, w] = run(model, model.h_s, z, zh, zw);
+    [yh, yw] = [h, w];
+    return toChannelMajor(hsLast, h * w, 2 * M); // mean: channels 0..M-1, scale: M..2M-1
+  });
   const plane = yh * yw;
-  const hs = toChannelMajor(hsLast, plane, 2 * M); // mean: channels 0..M-1, scale: M..2M-1
-  let params = hs;
-  const symbols = new Int32Array(M * plane);
+  const params = hs.slice();
+  const symbols = hs.map(() => new Int32Array(M * plane));
   const coded = parts(model, yh, yw);
   coded.forEach((positions, k) => {
-    if (k) params = restParams(model, hs, symbols, coded[0], yh, yw);
-    const entries = tableEntries(model, params.subarray(M * plane), positions);
     const apart = Boolean(model.context) && k === coded.length - 1; // signs coded apart
-    const values = popPart(coder, model, entries, apart);
-    if (apart) popSigns(coder, values);
-    for (let i = 0; i < positions.length; i++) symbols[positions[i]] = values[i];
+    const values = hs.map((_, b) => {
+      if (k) params[b] = restParams(model, hs[b], symbols[b], coded[0], yh, yw);
+      const entries = tableEntries(model, params[b].subarray(M * plane), positions);
+      return popPart(coder, model, entries, apart);
+    });
+    if (apart) values.forEach((v) => popSigns(coder, v));
+    values.forEach((v, b) => {
+      for (let i = 0; i < positions.length; i++) symbols[b][positions[i]] = v[i];
+    });
   });
   if (!coder.isEmpty()) throw new BaeError("corrupt .bae payload: data left over after the last symbol");
-  const y = new Float32Array(M * plane);
-  for (let i = 0; i < y.length; i++) y[i] = fround(symbols[i] + params[i]);
-  if (model.variableRate) {
-    const row = model.invGain.subarray(quality * M, (quality + 1) * M);
-    for (let c = 0; c < M; c++) {
-      for (let p = c * plane; p < (c + 1) * plane; p++) y[p] = fround(y[p] * row[c]);
+  const ys = symbols.map((sym, b) => {
+    const y = new Float32Array(M * plane);
+    for (let i = 0; i < y.length; i++) y[i] = fround(sym[i] + params[b][i]);
+    if (model.variableRate) {
+      const row = model.invGain.subarray(quality * M, (quality + 1) * M);
+      for (let c = 0; c < M; c++) {
+        for (let p = c * plane; p < (c + 1) * plane; p++) y[p] = fround(y[p] * row[c]);
+      }
     }
-  }
-  return [y, yh, yw];
+    return y;
+  });
+  return [ys, yh, yw];
 }
 
 /** Mean and scale of the non-anchors: h_s's plus the context networks' correction. */
@@ -987,10 +1022,20 @@ export function decodePixels(bytes, models) {
     const want = model.variableRate ? "a quality" : "no quality";
     throw new BaeError(`corrupt .bae header: its model's files carry ${want}`);
   }
-  const H = Math.ceil(height / STRIDE) * STRIDE;
-  const W = Math.ceil(width / STRIDE) * STRIDE;
-  const [y, yh, yw] = decodeLatent(model, payload, H, W, quality);
-  const [x] = run(model, model.g_s, toChannelsLast(y, yh * yw, model.M), yh, yw);
+  // what the model coded: the image padded to multiples of 16, or rows × columns patches
+  const side = header.patch || STRIDE;
+  const rows = Math.ceil(height / side);
+  const columns = Math.ceil(width / side);
+  const W = columns * side;
+  const [ph, pw] = header.patch ? [side, side] : [rows * side, W];
+  const [ys, yh, yw] = decodeLatents(model, payload, ph, pw, quality, header.patch ? rows * columns : 1);
+  const x = new Float32Array(rows * side * W * 3);
+  ys.forEach((y, b) => {
+    const [out] = run(model, model.g_s, toChannelsLast(y, yh * yw, model.M), yh, yw);
+    const top = header.patch ? Math.floor(b / columns) * ph : 0;
+    const left = header.patch ? (b % columns) * pw : 0;
+    for (let i = 0; i < ph; i++) x.set(out.subarray(i * pw * 3, (i + 1) * pw * 3), ((top + i) * W + left) * 3);
+  });
   const pixels = new Uint8Array(height * width * channels);
   const [[lo0, k0], [lo1, k1], [lo2, k2]] = model.pixelMap;
   const level = (v) => rint(v < 0 ? 0 : v > 255 ? 255 : v); // NaN stays NaN → 0 in a Uint8Array
