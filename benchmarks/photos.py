@@ -1,10 +1,11 @@
 """The codec on larger natural photos, against WebP, AVIF and JPEG: where it wins, where not.
 
 The shipped models are trained on 32×32 images; this measures them honestly off that
-ground (since 0.9 they code a photo as 32×32 patches, `codec.images.in_patches`). The photos are the colour ones scikit-image ships inside its wheel
-(`skimage/data/`, read as plain files; nothing is downloaded): `pip install scikit-image`
-first. Per photo: bpp from whole files and PSNR of the decoded photo for every blendae
-model and every anchor quality, then the BD-rate of blendae against each anchor over
+ground (since 0.9 they code a photo as 32×32 patches, `codec.images.in_patches`). The
+photos are the colour ones scikit-image ships inside its wheel (`skimage/data/`, read as
+plain files; nothing is downloaded): `pip install scikit-image` first. Per photo: bpp
+from whole files and PSNR of the decoded photo for every blendae model and every anchor
+quality, then the BD-rate of blendae against each anchor over
 their shared PSNR range (or why there is none), and the speed of each codec in pixels
 per second. The anchors are the ones of `benchmarks.rd` (AVIF 4:4:4 at speed 0,
 `tune=psnr`, whole files and `mdat` payload).
