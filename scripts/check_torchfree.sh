@@ -38,7 +38,7 @@ from blendae import codec
 
 work = Path(sys.argv[1])
 rng = np.random.default_rng(0)
-shapes = [(32, 32, 3), (1, 1, 3), (17, 33, 3), (40, 56, 1)]
+shapes = [(32, 32, 3), (1, 1, 3), (17, 33, 3), (40, 56, 1), (70, 100, 3), (64, 49, 1)]  # the last two: patches
 for name in codec.zoo_entries():
     for i, shape in enumerate(shapes):
         image = rng.integers(0, 256, shape, dtype=np.uint8)
