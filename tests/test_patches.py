@@ -80,12 +80,44 @@ def test_one_stream_costs_less_than_a_string_per_patch() -> None:
     x = to_patches(api.images.to_input([photo_like(96, 128)], codec, 32), 32)
     with torch.inference_mode():
         apart = codec.model.compress(x, 20)
-        shared = codec.model.compress(x, 20, shared=True)
+        shared = codec.model.compress(x, 20, shared=len(x))
         assert len(shared) == 1
         assert len(shared[0][0]) < sum(len(s[0]) for s in apart)
         one = codec.model.decompress(shared, (32, 32), 20, shared=len(x))
         each = codec.model.decompress(apart, (32, 32), 20)
     assert torch.equal(one, each)
+
+
+def test_same_size_images_share_network_calls_and_each_keeps_its_own_stream() -> None:
+    """20 images of 64×80 (6 patches each) are coded and decoded in one batch, a string of
+    6 patches per file; each file alone decodes to the same pixels, in both decoders."""
+    images = [photo_like(64, 80, seed) for seed in range(20)]
+    files = api.compress_batch(images, "general", 30)
+    codec = load_codec("general")
+    x = to_patches(api.images.to_input(images[:2], codec, 32), 32)
+    with torch.inference_mode():
+        two = codec.model.compress(x, 30, shared=6)
+        assert len(two) == 2
+        assert torch.equal(
+            codec.model.decompress(two, (32, 32), 30, shared=6),
+            torch.cat([codec.model.decompress([s], (32, 32), 30, shared=6) for s in two]),
+        )
+    together = api.decompress_batch(files)
+    parsed = [container.unpack(f) for f in files]
+    for a, b in zip(together, decode.decode_parsed(parsed), strict=True):
+        assert np.array_equal(a, b)
+    for data, image in zip(files[:3], together[:3], strict=True):
+        assert np.array_equal(api.decompress(data), image)
+        assert np.array_equal(decode.decode(data), image)
+    # a damaged stream (under a valid checksum) among good ones: both decoders name it
+    gid = bytes.fromhex(zoo_entries()["general"]["id"])
+    header, payload = parsed[7]
+    header = container.Header(gid, header.height, header.width, 3, 30, 32)
+    parsed[7] = container.unpack(container.pack(header, [payload[:-8]]))
+    names = [f"file{i}.bae" for i in range(len(parsed))]
+    for decoder in (api.images.decompress_parsed, decode.decode_parsed):
+        with pytest.raises(BlendaeError, match=r"^file7\.bae: corrupt \.bae payload"):
+            decoder(parsed, None, names)
 
 
 def test_patches_cost_far_fewer_bits_than_coding_a_larger_image_whole(tmp_path: Path) -> None:

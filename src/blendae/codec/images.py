@@ -56,27 +56,35 @@ def to_input(images: Sequence[np.ndarray], codec: Codec, multiple: int | None = 
 def in_patches(codec: Codec, height: int, width: int) -> bool:
     """Whether an image is coded as patches: it is well over the side of the model's
     training images. Those networks never saw the inside of a larger image (every position
-    of a 32×32 training image is near an edge): in patches the general model took 28-58 %
-    fewer bits (BD-rate) than coded whole on 64×64 to 160×160 crops, 27-47 % fewer on
-    24-64-pixel strips 200-300 long; up to 1.5 patch sides the padding of the last patches
-    costs more (40×40 and 48×48: 8-10 % more bits in patches; 56×56: 42 % fewer). Measured
-    on crops of matplotlib's photo and upsampled CIFAR-10 training images, never a test set.
-    """
+    of a 32×32 training image is near an edge): in patches the general model took 38-57 %
+    fewer bits (BD-rate) than coded whole on 64×64 to 160×160 images and 28-32 % fewer on
+    long strips; up to 1.5 patch sides, padding to whole patches costs more (40×40, 48×48:
+    10 % more bits in patches; 56×56: 40 % fewer). `benchmarks/patches.py` measures it, on
+    validation images only."""
     return codec.patch is not None and 2 * max(height, width) > 3 * codec.patch
 
 
 def to_patches(x: Tensor, patch: int) -> Tensor:
-    """(1, 3, H, W), sides multiples of `patch` → (rows·columns, 3, patch, patch), row-major."""
-    _, c, h, w = x.shape
-    x = x.reshape(c, h // patch, patch, w // patch, patch).permute(1, 3, 0, 2, 4)
+    """(B, 3, H, W), sides multiples of `patch` → (B·rows·columns, 3, patch, patch): each
+    image's patches in row-major order, image after image."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5)
     return x.reshape(-1, c, patch, patch).contiguous(memory_format=torch.channels_last)
 
 
 def from_patches(x: Tensor, rows: int, columns: int) -> Tensor:
-    """The inverse of `to_patches`: (rows·columns, 3, p, p) → (1, 3, rows·p, columns·p)."""
+    """The inverse of `to_patches`: (B·rows·columns, 3, p, p) → (B, 3, rows·p, columns·p)."""
     _, c, p, _ = x.shape
-    x = x.reshape(rows, columns, c, p, p).permute(2, 0, 3, 1, 4)
-    return x.reshape(1, c, rows * p, columns * p)
+    x = x.reshape(-1, rows, columns, c, p, p).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(-1, c, rows * p, columns * p)
+
+
+def patch_grid(codec: Codec, height: int, width: int) -> tuple[int, int] | None:
+    """(rows, columns) of the patches an image is coded in, or None (coded whole)."""
+    if not in_patches(codec, height, width):
+        return None
+    assert codec.patch is not None
+    return -(-height // codec.patch), -(-width // codec.patch)
 
 
 def to_uint8(x_hat: Tensor, codec: Codec, channels: int) -> np.ndarray:
@@ -100,17 +108,15 @@ def reconstruct(
         return (codec.model(x) if q is None else codec.model(x, q))["x_hat"]
 
     with torch.inference_mode():
-        if not in_patches(codec, h, w):
+        grid = patch_grid(codec, h, w)
+        if grid is None:
             return to_uint8(forward(to_input(images, codec))[:, :, :h, :w], codec, 3)
         p = codec.patch
         assert p is not None
-        out = []
-        for image in images:
-            x = to_patches(to_input([image], codec, p), p)
-            step = max(1, limits.BATCH_PIXELS // (p * p))
-            x_hat = torch.cat([forward(x[i : i + step]) for i in range(0, len(x), step)])
-            out.append(from_patches(x_hat, -(-h // p), -(-w // p))[:, :, :h, :w])
-        return to_uint8(torch.cat(out), codec, 3)
+        x = to_patches(to_input(images, codec, p), p)
+        step = max(1, limits.BATCH_PIXELS // (p * p))
+        x_hat = torch.cat([forward(x[i : i + step]) for i in range(0, len(x), step)])
+        return to_uint8(from_patches(x_hat, *grid)[:, :, :h, :w], codec, 3)
 
 
 def resolve_quality(codec: Codec, quality: int | None) -> int | None:
@@ -143,19 +149,16 @@ def compress_batch(
     for i, shape in enumerate(shapes):
         groups.setdefault(shape, []).append(i)
     for (h, w, c), members in groups.items():
-        if in_patches(codec, h, w):
-            header = container.Header(codec.model_id, h, w, c, q, codec.patch)
-            for i in members:
-                with torch.inference_mode():
-                    x = to_patches(to_input([images[i]], codec, codec.patch), codec.patch)
-                    strings = codec.model.compress(x, **coding, shared=True)
-                out[i] = container.pack(header, strings[0])
-            continue
-        header = container.Header(codec.model_id, h, w, c, q)
-        for chunk in batches(members, h * w):
+        grid = patch_grid(codec, h, w)
+        patch = None if grid is None else codec.patch
+        header = container.Header(codec.model_id, h, w, c, q, patch)
+        shared = {} if grid is None else {"shared": grid[0] * grid[1]}  # patches per file
+        pixels = h * w if patch is None else shared["shared"] * patch * patch
+        for chunk in batches(members, pixels):
             with torch.inference_mode():
-                x = to_input([images[i] for i in chunk], codec)
-                strings = codec.model.compress(x, **coding)
+                x = to_input([images[i] for i in chunk], codec, patch)
+                x = x if patch is None else to_patches(x, patch)
+                strings = codec.model.compress(x, **coding, **shared)
             for i, image_strings in zip(chunk, strings, strict=True):
                 out[i] = container.pack(header, image_strings)
     return out
@@ -197,20 +200,23 @@ def decompress_parsed(
         limits.check_quality(codec.model.variable_rate, quality, named, members[0])
         coding = {} if quality is None else {"quality": quality}
         stride = codec.model.stride
-        if patch is not None:
-            limits.check_patch(codec.name, codec.model.patches, stride, patch, named, members[0])
-            for i in members:
-                out[i] = _decode_patches(codec, parsed, i, coding, named)
-            continue
         size = (h + -h % stride, w + -w % stride)  # the padded image the model coded
-        for chunk in batches(members, size[0] * size[1]):
+        rows = columns = 1
+        if patch is not None:  # or its patches, each k = rows · columns to a string
+            limits.check_patch(codec.name, codec.model.patches, stride, patch, named, members[0])
+            rows, columns, size = -(-h // patch), -(-w // patch), (patch, patch)
+            coding["shared"] = rows * columns
+        for chunk in batches(members, rows * columns * size[0] * size[1]):
             strings = limits.strings_of(parsed, chunk, codec.model.num_strings, named)
             try:
                 with torch.inference_mode():
-                    x_hat = codec.model.decompress(strings, size, **coding)[:, :, :h, :w]
+                    x_hat = codec.model.decompress(strings, size, **coding)
             except BlendaeError:
                 _name_the_bad_file(codec, chunk, strings, size, named, coding)
                 raise
+            if patch is not None:
+                x_hat = from_patches(x_hat, rows, columns)
+            x_hat = x_hat[:, :, :h, :w]
             kinds = {parsed[i][0].channels for i in chunk}
             rgb = to_uint8(x_hat, codec, 3) if 3 in kinds else None  # (B, h, w, 3)
             gray = to_uint8(x_hat, codec, 1)[..., 0] if 1 in kinds else None  # (B, h, w)
@@ -219,28 +225,6 @@ def decompress_parsed(
                 assert pick is not None
                 out[i] = pick[k]
     return out
-
-
-def _decode_patches(
-    codec: Codec,
-    parsed: list[tuple[container.Header, bytes]],
-    i: int,
-    coding: dict[str, int],
-    named: Named,
-) -> np.ndarray:
-    """One file coded in patches (one stream) → its uint8 image."""
-    header = parsed[i][0]
-    assert header.patch is not None
-    p, h, w = header.patch, header.height, header.width
-    rows, columns = -(-h // p), -(-w // p)
-    strings = limits.strings_of(parsed, [i], codec.model.num_strings, named)
-    try:
-        with torch.inference_mode():
-            x_hat = codec.model.decompress(strings, (p, p), **coding, shared=rows * columns)
-    except BlendaeError as exc:
-        raise named(i, exc) from exc
-    image = to_uint8(from_patches(x_hat, rows, columns)[:, :, :h, :w], codec, header.channels)
-    return image[0, ..., 0] if header.channels == 1 else image[0]
 
 
 def _name_the_bad_file(

@@ -30,8 +30,8 @@ class CompressionModel(nn.Module):
     num_strings: ClassVar[int] = 1  # byte strings per image
     # True: compress/decompress take `quality` (0..100) and files record it
     variable_rate: ClassVar[bool] = False
-    # True: compress(x, shared=True) codes the whole batch (a large image's patches) into
-    # one string, and decompress(strings, size, shared=B) decodes it
+    # True: compress(x, shared=k) codes each k consecutive images of the batch (a larger
+    # image's patches) into one string, and decompress(strings, size, shared=k) decodes them
     patches: ClassVar[bool] = False
 
     @property

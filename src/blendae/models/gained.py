@@ -145,9 +145,7 @@ class GainedHyperprior(MeanScaleHyperprior):
         self.gain_table.copy_(self._curve(self.log_gain.detach().double().cpu(), q))
         self.inv_gain_table.copy_(self._curve(self.log_inv_gain.detach().double().cpu(), q))
 
-    def compress(
-        self, x: Tensor, quality: int | None = None, shared: bool = False
-    ) -> list[list[bytes]]:
+    def compress(self, x: Tensor, quality: int | None = None, shared: int = 0) -> list[list[bytes]]:
         self._q = self._check(self.quality if quality is None else quality)
         try:
             return super().compress(x, shared)

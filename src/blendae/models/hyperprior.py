@@ -276,11 +276,11 @@ class MeanScaleHyperprior(CompressionModel):
         the last part's, for the models with the context (0.4's); 0.3's code none apart."""
         return bool(self.context) and k == parts - 1
 
-    def compress(self, x: Tensor, shared: bool = False) -> list[list[bytes]]:
+    def compress(self, x: Tensor, shared: int = 0) -> list[list[bytes]]:
         """x (B, 3, H, W) → [[one ANS string]] per image: z on top of y (of the anchors on
-        top of the rest), so z decodes first. `shared`: [[one string]] for the whole batch
-        (the patches of one image), each stage of every image before the next stage of any,
-        so that the decoder's network calls still see the whole batch."""
+        top of the rest), so z decodes first. `shared` = k > 0: [[one string]] per k
+        consecutive images (the patches of one larger image), each stage of all k before
+        the next stage of any, so that the decoder's network calls still see the batch."""
         tiled = self._tiled(x.shape[2] * x.shape[3])
         if tiled:
             y = self._into(tiling.analysis(self.g_a, x, 4, self.tile, self.halo))
@@ -291,11 +291,11 @@ class MeanScaleHyperprior(CompressionModel):
         _, mean, scale = self._mean_scale(y, hs, self._coded, exact=True, tiled=tiled)
         symbols = self.gaussian.symbols(y, mean)
         indices = self.gaussian.indices(scale)
-        if shared:  # one stack: push the images last-first, so that they pop first-first
-            coders = [constriction.stream.stack.AnsCoder()] * len(x)
-            symbols, indices, z_indices = (t.flip(0) for t in (symbols, indices, z_indices))
-        else:
-            coders = [constriction.stream.stack.AnsCoder() for _ in range(len(x))]
+        streams = [constriction.stream.stack.AnsCoder() for _ in range(len(x) // (shared or 1))]
+        coders = [coder for coder in streams for _ in range(shared or 1)]
+        if shared:  # one stack per k images: push them last-first, so they pop first-first
+            order = torch.arange(len(x)).view(-1, shared).flip(1).reshape(-1)
+            symbols, indices, z_indices = (t[order] for t in (symbols, indices, z_indices))
         parts = self._parts(y)
         for k in reversed(range(len(parts))):
             sym, idx = symbols[:, parts[k]].numpy(), indices[:, parts[k]].numpy()
@@ -305,23 +305,17 @@ class MeanScaleHyperprior(CompressionModel):
             self.gaussian.encode_batch(coders, sym, idx, folded=apart)
         for coder, zi in zip(coders, z_indices.numpy(), strict=True):
             self.entropy_bottleneck.encode_into(coder, zi)
-        if shared:
-            return [[coder_bytes(coders[0])]]
-        return [[coder_bytes(coder)] for coder in coders]
+        return [[coder_bytes(coder)] for coder in streams]
 
     def decompress(
         self, strings: Sequence[Sequence[bytes]], size: tuple[int, int], shared: int = 0
     ) -> Tensor:
         """[[one ANS string]] per image → x_hat (B, 3, *size), the same bits everywhere;
-        `shared` > 0: [[one string]] of that many images (`compress(shared=True)`)."""
+        `shared` = k > 0: each string holds k images (`compress(x, shared=k)`)."""
         tiled = self._tiled(size[0] * size[1])
         z_size = (size[0] // self.stride, size[1] // self.stride)
-        if shared:
-            if len(strings) != 1:
-                raise BlendaeError(f"a shared stream is one string, got {len(strings)}")
-            coders = [open_coder(strings[0][0])] * shared
-        else:
-            coders = [open_coder(s[0]) for s in strings]
+        streams = [open_coder(s[0]) for s in strings]
+        coders = [coder for coder in streams for _ in range(shared or 1)]
         z_indices = [
             decoding(lambda c=c: self.entropy_bottleneck.decode_from(c, z_size)) for c in coders
         ]
@@ -342,7 +336,7 @@ class MeanScaleHyperprior(CompressionModel):
             if apart:
                 decoded = decoding(lambda d=decoded: self.gaussian.decode_signs(coders, d))
             symbols[:, part] = torch.from_numpy(decoded)
-        for coder in coders[:1] if shared else coders:
+        for coder in streams:
             check_empty(coder)
         y_hat = self._out(symbols + params.chunk(2, dim=1)[0])
         if tiled:

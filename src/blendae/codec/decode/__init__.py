@@ -107,43 +107,24 @@ def decode_parsed(
     for key, members in groups.items():
         decoder, (_, h, w, quality, patch) = decoders[key], key
         check_quality(decoder.variable_rate, quality, named, members[0])
-        if patch is not None:
-            check_patch(decoder.name, decoder.patches, decoder.stride, patch, named, members[0])
-            for i in members:
-                out[i] = _decode_patches(decoder, parsed, i, quality, named)
-            continue
         size = (h + -h % decoder.stride, w + -w % decoder.stride)
-        for chunk in batches(members, size[0] * size[1]):
+        rows = columns = shared = 0
+        if patch is not None:  # k = rows · columns patches to a string
+            check_patch(decoder.name, decoder.patches, decoder.stride, patch, named, members[0])
+            rows, columns, size = -(-h // patch), -(-w // patch), (patch, patch)
+            shared = rows * columns
+        for chunk in batches(members, max(shared, 1) * size[0] * size[1]):
             strings = [one for (one,) in limits.strings_of(parsed, chunk, 1, named)]
-            x_hat = _decode_chunk(decoder, chunk, strings, size, quality, named)[:, :h, :w]
+            x_hat = _decode_chunk(decoder, chunk, strings, size, quality, shared, named)
+            if shared:  # (B·k, p, p, 3) → (B, rows·p, columns·p, 3)
+                x_hat = x_hat.reshape(-1, rows, columns, *size, 3).transpose(0, 1, 3, 2, 4, 5)
+                x_hat = x_hat.reshape(-1, rows * size[0], columns * size[1], 3)
+            x_hat = x_hat[:, :h, :w]
             for k, i in enumerate(chunk):
                 channels = parsed[i][0].channels
                 image = to_uint8(x_hat[k : k + 1], decoder.preset, channels)[0]
                 out[i] = image[..., 0] if channels == 1 else image
     return out
-
-
-def _decode_patches(
-    decoder: Decoder,
-    parsed: list[tuple[container.Header, bytes]],
-    i: int,
-    quality: int | None,
-    named: Named,
-) -> np.ndarray:
-    """One file coded in patches (one stream) → its uint8 image."""
-    header = parsed[i][0]
-    assert header.patch is not None
-    p, h, w, channels = header.patch, header.height, header.width, header.channels
-    rows, columns = -(-h // p), -(-w // p)
-    (string,) = limits.strings_of(parsed, [i], 1, named)[0]
-    try:
-        x_hat = decoder.decode([string], (p, p), quality, shared=rows * columns)
-    except BlendaeError as exc:
-        raise named(i, exc) from exc
-    x_hat = x_hat.reshape(rows, columns, p, p, 3).transpose(0, 2, 1, 3, 4)
-    x_hat = x_hat.reshape(1, rows * p, columns * p, 3)[:, :h, :w]
-    image = to_uint8(x_hat, decoder.preset, channels)
-    return image[0, ..., 0] if channels == 1 else image[0]
 
 
 def _decode_chunk(
@@ -152,15 +133,17 @@ def _decode_chunk(
     strings: list[bytes],
     size: tuple[int, int],
     quality: int | None,
+    shared: int,
     named: Named,
 ) -> np.ndarray:
-    """Decode same-size files together; if one is bad, raise the first bad one's error."""
+    """Decode same-size files together (`shared` patches each, or whole); if one is bad,
+    raise the first bad one's error."""
     try:
-        return decoder.decode(strings, size, quality)
+        return decoder.decode(strings, size, quality, shared)
     except BlendaeError:
         for i, one in zip(chunk, strings, strict=True):
             try:
-                decoder.decode([one], size, quality)
+                decoder.decode([one], size, quality, shared)
             except BlendaeError as exc:
                 raise named(i, exc) from exc
         raise

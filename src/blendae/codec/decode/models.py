@@ -93,8 +93,8 @@ class Decoder:
         shared: int = 0,
     ) -> np.ndarray:
         """One payload per image, all of padded size `size` (and coded at `quality`, for a
-        variable-rate model) → x_hat (B, H, W, 3) float32; `shared` > 0: one payload of
-        that many images."""
+        variable-rate model) → x_hat (B, H, W, 3) float32; `shared` = k > 0: each payload
+        holds k images (a larger image's patches)."""
         raise NotImplementedError
 
     def check_quality(self, quality: int | None) -> None:
@@ -114,13 +114,10 @@ class Decoder:
         self, strings: Sequence[bytes], size: tuple[int, int], shared: int = 0
     ) -> tuple[list[Any], np.ndarray]:
         """Open the coders and pop each image's factorized latent: (coders, (B, h, w, C));
-        `shared` > 0: one coder, listed once per image (`MeanScaleHyperprior.compress`)."""
-        if shared:
-            if len(strings) != 1:
-                raise BlendaeError(f"a shared stream is one string, got {len(strings)}")
-            coders = [ans.open_coder(strings[0])] * shared
-        else:
-            coders = [ans.open_coder(s) for s in strings]
+        `shared` = k > 0: each string's coder, listed once for each of its k images
+        (`MeanScaleHyperprior.compress`)."""
+        streams = [ans.open_coder(s) for s in strings]
+        coders = [coder for coder in streams for _ in range(shared or 1)]
         models = self.z_models
         indices = [ans.decoding(lambda c=c: ans.decode_factorized(c, models, size)) for c in coders]
         offset = self.weights["entropy_bottleneck._offset"].astype(np.int64)
@@ -200,7 +197,7 @@ class Hyperprior(Decoder):
             if apart:
                 decoded = ans.decoding(lambda d=decoded: ans.decode_signs(coders, d))
             symbols[:, part] = decoded
-        for coder in coders[:1] if shared else coders:
+        for coder in coders[:: shared or 1]:
             ans.check_empty(coder)
         y_hat = symbols.transpose(0, 2, 3, 1).astype(F32) + params[..., :m]
         return _in_bands(self.nets["g_s"], self._out(y_hat, quality), 4)
