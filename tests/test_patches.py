@@ -98,6 +98,8 @@ def test_same_size_images_share_network_calls_and_each_keeps_its_own_stream() ->
     with torch.inference_mode():
         two = codec.model.compress(x, 30, shared=6)
         assert len(two) == 2
+        with pytest.raises(BlendaeError, match="do not split into streams of 5"):
+            codec.model.compress(x, 30, shared=5)
         assert torch.equal(
             codec.model.decompress(two, (32, 32), 30, shared=6),
             torch.cat([codec.model.decompress([s], (32, 32), 30, shared=6) for s in two]),

@@ -281,6 +281,8 @@ class MeanScaleHyperprior(CompressionModel):
         top of the rest), so z decodes first. `shared` = k > 0: [[one string]] per k
         consecutive images (the patches of one larger image), each stage of all k before
         the next stage of any, so that the decoder's network calls still see the batch."""
+        if shared and len(x) % shared:
+            raise BlendaeError(f"{len(x)} images do not split into streams of {shared}")
         tiled = self._tiled(x.shape[2] * x.shape[3])
         if tiled:
             y = self._into(tiling.analysis(self.g_a, x, 4, self.tile, self.halo))
