@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import matplotlib
@@ -29,7 +27,7 @@ import torch
 from PIL import Image
 
 from benchmarks.common import header
-from benchmarks.rd import Point, bd_rate
+from benchmarks.rd import Point, bd_rate, measure
 from blendae import codec as api
 from blendae.codec.zoo import zoo_folder
 from blendae.data import load_data, to_pixels
@@ -78,28 +76,22 @@ def crops(hopper: np.ndarray, cifar: np.ndarray, h: int, w: int, n: int) -> list
     return out
 
 
-def point(images: list[np.ndarray], model: str, quality: int, pad: int = 0) -> Point:
-    """`model` at `quality` on `images`; `pad` > 0: each image edge-padded to multiples of
-    `pad` first, then the decoding cropped back: what coding it in patches of that side
-    gives, for sizes where the model codes whole (its padding repeats the edges too)."""
-    h, w = images[0].shape[:2]
-    if pad:
-        images = [np.pad(im, ((0, -h % pad), (0, -w % pad), (0, 0)), "edge") for im in images]
-    files = api.compress_batch(images, model, quality)
-    decoded = np.stack(api.decompress_batch(files, model))[:, :h, :w].astype(np.float64)
-    mse = float(np.mean((decoded - np.stack(images)[:, :h, :w]) ** 2))
-    bpp = 8 * sum(map(len, files)) / (len(images) * h * w)
-    return Point(model, f"q{quality}", bpp, 10 * math.log10(255**2 / mse), 0.0, 0.0)
+def point(images: np.ndarray, model: str, quality: int | None, pad: int = 0) -> Point:
+    """`model` at `quality` on `images` (N, h, w, 3), scored and timed by `rd.measure`;
+    `pad` > 0: each image edge-padded to multiples of `pad` first, then the decoding cropped
+    back: what coding it in patches of that side gives, for sizes where the model codes
+    whole (its padding repeats the edges too)."""
+    h, w = images.shape[1:3]
 
+    def encode(ims: np.ndarray) -> list[bytes]:
+        if pad:
+            ims = np.pad(ims, ((0, 0), (0, -h % pad), (0, -w % pad), (0, 0)), "edge")
+        return api.compress_batch(list(ims), model, quality)
 
-def speeds(images: list[np.ndarray], model: str) -> tuple[float, float]:
-    """Images per second: encoding, decoding (the torch decoder)."""
-    start = time.perf_counter()
-    files = api.compress_batch(images, model)
-    middle = time.perf_counter()
-    api.decompress_batch(files, model)
-    end = time.perf_counter()
-    return len(images) / (middle - start), len(images) / (end - middle)
+    def decode(files: list[bytes]) -> list[np.ndarray]:
+        return [im[:h, :w] for im in api.decompress_batch(files, model)]
+
+    return measure(model, f"q{quality}", images, encode, decode)[0]
 
 
 def main() -> None:
@@ -114,7 +106,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         whole = whole_model(Path(tmp))
         for h, w in SIZES:
-            images = crops(hopper, cifar, h, w, args.images)
+            images = np.stack(crops(hopper, cifar, h, w, args.images))
             # below 1.5 patch sides the shipped model codes whole: pad as patches would
             pad = 0 if 2 * max(h, w) > 3 * PATCH else 2 * PATCH
             ours = [point(images, MODEL, q, pad) for q in QUALITIES]
@@ -127,15 +119,17 @@ def main() -> None:
             how = " (padded to 64x64, as patches would be)" if pad else ""
             print(f"{h}x{w}: BD-rate patches vs whole {bd_rate(theirs, ours):+.1f}%{how}")
             sys.stdout.flush()
-        images = crops(hopper, cifar, 64, 64, SPEED_IMAGES)
-        runs: dict[str, list[tuple[float, float]]] = {MODEL: [], "whole": []}
-        speeds(images[:8], MODEL), speeds(images[:8], whole)  # warm up both
+        images = np.stack(crops(hopper, cifar, 64, 64, SPEED_IMAGES))
+        runs: dict[str, list[Point]] = {MODEL: [], whole: []}
         for _ in range(SPEED_ROUNDS):
-            runs[MODEL].append(speeds(images, MODEL))
-            runs["whole"].append(speeds(images, whole))
+            for name, points in runs.items():
+                points.append(point(images, name, None))
     (enc, dec), (enc0, dec0) = (
-        tuple(statistics.median(s[k] for s in runs[name]) for k in (0, 1))
-        for name in (MODEL, "whole")
+        (
+            statistics.median(p.encode_per_s for p in points),
+            statistics.median(p.decode_per_s for p in points),
+        )
+        for points in runs.values()
     )
     print(
         f"{SPEED_IMAGES} images 64x64, {args.threads} threads, medians of {SPEED_ROUNDS}: "

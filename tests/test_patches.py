@@ -6,19 +6,18 @@ image costs far fewer bits than coding it whole, and forged or damaged files are
 from __future__ import annotations
 
 import binascii
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from benchmarks.patches import whole_model
 
 from blendae import codec as api
 from blendae.codec import container, decode
 from blendae.codec.images import from_patches, reconstruct, to_patches
 from blendae.codec.loader import load_codec
-from blendae.codec.zoo import zoo_entries, zoo_folder
+from blendae.codec.zoo import zoo_entries
 from blendae.errors import BlendaeError
 
 
@@ -31,17 +30,6 @@ def photo_like(h: int, w: int, seed: int = 0) -> np.ndarray:
     image = up[0].permute(1, 2, 0).numpy()
     image[h // 3 :, : w // 2] *= 0.5  # an edge
     return np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
-
-
-def whole_image_model(tmp_path: Path, name: str) -> str:
-    """The shipped model `name` stored without its "patch" record: it codes images whole,
-    as 0.3-0.8 did (the same weights and id)."""
-    meta = json.loads((zoo_folder() / f"{name}.json").read_text())
-    del meta["patch"]
-    path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps(meta))
-    shutil.copy(zoo_folder() / f"{name}.safetensors", path.with_suffix(".safetensors"))
-    return str(path)
 
 
 def test_patches_split_and_join_exactly() -> None:
@@ -127,14 +115,14 @@ def test_patches_cost_far_fewer_bits_than_coding_a_larger_image_whole(tmp_path: 
     whole, a smooth 128×128 image took more than twice the bits of its patches here, at a
     PSNR no better. Also: a model stored without "patch" still codes images whole."""
     image = photo_like(128, 128, 4)
-    whole_model = whole_image_model(tmp_path, "general")
-    whole = api.compress(image, whole_model, 40)
+    unpatched = whole_model(tmp_path)
+    whole = api.compress(image, unpatched, 40)
     assert whole[2] == container.VERSION_COMPACT
     patched = api.compress(image, "general", 40)
     assert len(patched) < 0.7 * len(whole)
 
     def psnr(data: bytes) -> float:
-        error = api.decompress(data, whole_model).astype(float) - image
+        error = api.decompress(data, unpatched).astype(float) - image
         return float(10 * np.log10(255**2 / np.mean(error**2)))
 
     assert psnr(patched) > psnr(whole) - 0.5

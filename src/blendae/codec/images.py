@@ -84,7 +84,7 @@ def patch_grid(codec: Codec, height: int, width: int) -> tuple[int, int] | None:
     if not in_patches(codec, height, width):
         return None
     assert codec.patch is not None
-    return -(-height // codec.patch), -(-width // codec.patch)
+    return limits.grid(height, width, codec.patch)
 
 
 def to_uint8(x_hat: Tensor, codec: Codec, channels: int) -> np.ndarray:
@@ -204,7 +204,7 @@ def decompress_parsed(
         rows = columns = 1
         if patch is not None:  # or its patches, each k = rows · columns to a string
             limits.check_patch(codec.name, codec.model.patches, stride, patch, named, members[0])
-            rows, columns, size = -(-h // patch), -(-w // patch), (patch, patch)
+            (rows, columns), size = limits.grid(h, w, patch), (patch, patch)
             coding["shared"] = rows * columns
         for chunk in batches(members, rows * columns * size[0] * size[1]):
             strings = limits.strings_of(parsed, chunk, codec.model.num_strings, named)

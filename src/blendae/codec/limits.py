@@ -94,6 +94,11 @@ def check_quality(variable_rate: bool, quality: int | None, named: Named, first:
         raise named(first, BlendaeError(f"corrupt .bae header: its model's files carry {want}"))
 
 
+def grid(height: int, width: int, patch: int) -> tuple[int, int]:
+    """(rows, columns) of the `patch`-sided patches that cover an image (the last ones padded)."""
+    return -(-height // patch), -(-width // patch)
+
+
 def check_patch(
     name: str, patches: bool, stride: int, patch: int, named: Named, first: int
 ) -> None:

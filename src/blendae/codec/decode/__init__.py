@@ -111,7 +111,7 @@ def decode_parsed(
         rows = columns = shared = 0
         if patch is not None:  # k = rows · columns patches to a string
             check_patch(decoder.name, decoder.patches, decoder.stride, patch, named, members[0])
-            rows, columns, size = -(-h // patch), -(-w // patch), (patch, patch)
+            (rows, columns), size = limits.grid(h, w, patch), (patch, patch)
             shared = rows * columns
         for chunk in batches(members, max(shared, 1) * size[0] * size[1]):
             strings = [one for (one,) in limits.strings_of(parsed, chunk, 1, named)]
