@@ -3,8 +3,8 @@
 Encodes and decodes the first N blended test images (unit preset), and the first LARGER of
 them upsampled to 128×128 (coded as 32×32 patches in one stream), with each model of
 MODELS (the shipped default, the variable-rate general model, at a few qualities, and the
-fixed-rate q3) in subprocesses under several settings of PyTorch's and oneDNN's
-instruction-set dispatch and thread counts, each decoding the files the native setting
+fixed-rate q3) in subprocesses under several settings of PyTorch's, oneDNN's and
+numpy's instruction-set dispatch and thread counts, each decoding the files the native setting
 wrote, and prints how many files and decoded pixel values differ from the native run.
 
     python -m benchmarks.cross_isa [--limit 1000] [--models general@0,general@66,q3]
@@ -26,8 +26,16 @@ from benchmarks.common import header
 
 SETTINGS = {
     "native": {},
-    "sse41": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
-    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "sse41": {
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR",
+    },
+    "avx2": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    },
     "1 thread": {"OMP_NUM_THREADS": "1"},
 }
 # MODEL@QUALITY (a variable-rate model) or MODEL: both ends of the general model's range,

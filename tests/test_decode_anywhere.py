@@ -182,6 +182,30 @@ def test_the_derivation_constants_are_the_torch_layers() -> None:
     )
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_the_numpy_convolution_gives_torch_s_bits_on_either_path(k: int) -> None:
+    """Small activations take one kernel of the whole weights, large ones (one image of a
+    batch is enough) the two digits: the same bits as the torch layer either way."""
+    import torch
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(64, 48, k, padding=k // 2)
+    with torch.no_grad():
+        conv.weight.abs_()  # one sign: the sums grow as fast as they can
+    ours = exact.ExactConv(conv, step=max(3.0 * 2, 1e-6) / 2047)
+    theirs = layers.ExactConv.derive(
+        conv.weight.detach().numpy(), conv.bias.detach().numpy(), np.float32(3.0)
+    )
+    assert theirs.room == ours.room
+    rng = np.random.default_rng(1)
+    small = rng.random((6, 8, 8, 64), dtype=np.float32) * np.float32(0.02)
+    large = rng.random((6, 8, 8, 64), dtype=np.float32) * np.float32(3)
+    for x in (small, large, np.concatenate([large[:2], small[:3], large[2:3]])):
+        with torch.no_grad():
+            want = ours(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+        assert np.array_equal(theirs(x), want)
+
+
 BLOCK_TORCH = """
 import sys
 class NoTorch:

@@ -1,7 +1,7 @@
 """Every shipped codec decodes to the same pixels under every CPU setting (issue #10).
 
-The same `.bae` files are decoded in subprocesses under PyTorch's and oneDNN's instruction
-set dispatch (baseline SSE4.1, AVX2, the machine's own) and with 1 and 2 threads; the
+The same `.bae` files are decoded in subprocesses under PyTorch's, oneDNN's and numpy's
+instruction set dispatch (baseline SSE4.1, AVX2, the machine's own) and with 1 and 2 threads; the
 decoded bytes must be identical. Each subprocess also encodes the images itself (the
 encoder is float, so its bytes may differ) and decodes its own files: the native process
 must decode those to the same pixels, so every machine parses every stream alike.
@@ -24,8 +24,16 @@ from blendae.models.hyperprior import MeanScaleHyperprior
 
 SETTINGS = {
     "native": {},
-    "sse41": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
-    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "sse41": {
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR",
+    },
+    "avx2": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    },
     "1 thread": {"OMP_NUM_THREADS": "1"},
     "2 threads": {"OMP_NUM_THREADS": "2"},
 }

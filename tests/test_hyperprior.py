@@ -283,3 +283,48 @@ def test_a_bad_context_width_is_refused() -> None:
         build_model("hyperprior", context=-1)
     with pytest.raises(BlendaeError, match="bad context width"):
         build_model("hyperprior", context=MAX_FAN_IN + 1)
+
+
+def _one_signed_conv(c_in: int, c_out: int, k: int) -> nn.Conv2d:
+    """A conv whose weights all have one sign: its sums grow as fast as they can."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(c_in, c_out, k, padding=k // 2)
+    with torch.no_grad():
+        conv.weight.abs_()
+    return conv
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_the_one_kernel_path_gives_the_two_digit_bits_and_is_taken_only_where_exact(
+    k: int,
+) -> None:
+    from blendae.models.exact import ExactConv, _quantize
+
+    layer = ExactConv(_one_signed_conv(64, 48, k), step=6 / 2047)  # activations of ±3
+
+    def two_digits(x: torch.Tensor) -> torch.Tensor:  # what 0.3–0.9 computed, always
+        return layer._digits(_quantize(x, layer.step)).mul_(layer.scale).add_(layer.bias)
+
+    g = torch.Generator().manual_seed(1)
+    small = torch.rand(6, 64, 8, 8, generator=g) * 0.02  # of one sign too
+    large = torch.rand(6, 64, 8, 8, generator=g) * 3
+    with torch.no_grad():
+        assert layer.fits(_quantize(small, layer.step))
+        assert not layer.fits(_quantize(large, layer.step))
+        # Beyond `room` one kernel's float32 sums round: the guard is what keeps the bits.
+        a = _quantize(large, layer.step)
+        assert not torch.equal(layer._whole(a), layer._digits(a))
+        mixed = torch.cat([large[:2], small[:3], large[2:3]])  # one large image: two digits
+        for x in (small, large, mixed):
+            x = x.contiguous(memory_format=torch.channels_last)
+            assert torch.equal(layer(x), two_digits(x))
+        assert torch.equal(layer(mixed)[2:5], layer(small[:3]))  # either path, the same bits
+        # Right at the bound: one position holds `room` in 12-bit activations, so every
+        # window over it sums to `room`, against weights of one sign.
+        a = torch.zeros(1, 64, 8, 8)
+        full, rest = divmod(layer.room, 2047)
+        a[0, :full, 4, 4], a[0, full, 4, 4] = 2047.0, float(rest)
+        assert layer.fits(a)
+        assert torch.equal(layer._whole(a), layer._digits(a))
+        a[0, full, 4, 4] += 1
+        assert not layer.fits(a)

@@ -21,6 +21,7 @@ and never stored.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -76,7 +77,15 @@ class ExactConv(_Derived):
     Activations are 12-bit integers. Weights are integers w = B·w₁ + w₀ with two signed
     digits |w₁|, |w₀| ≤ d, where d is the largest digit for which fan_in · 2¹¹ · d ≤ 2²⁴
     (d = 14 for a 3×3 layer on 64 channels: weights of about ±400 levels); both digit
-    kernels run in one convolution as 2·C_out output channels, every sum exact in float32.
+    kernels run in one convolution as 2·C_out output channels, every sum exact in float32,
+    and the layer's output is fl(fl(fl(fl(H·B) + L)·scale) + bias) of the two sums H, L.
+
+    That bound is for the largest activations. Where they are smaller, one kernel of the
+    whole weights gives the same bits at half the work: if every output's window holds
+    Σ|a| ≤ `room`, each partial sum of Σ a·w, and H·B, stay integers below 2²⁴, so that
+    sum is exact and equals fl(fl(H·B) + L). A call takes that path when all its windows
+    allow it (`fits`), else the two digits: a whole batch either way, so the convolution's
+    shapes (and oneDNN's cached kernels for them) stay few.
     """
 
     def __init__(self, conv: nn.Conv2d, step: float) -> None:
@@ -92,16 +101,33 @@ class ExactConv(_Derived):
         w = torch.round(w / wstep.view(-1, 1, 1, 1))
         high = torch.round(w / self.base)
         self._keep("weight", torch.cat([high, w - high * self.base]).float())
+        self._keep("whole", w.float())
+        # |a·w| summed over a window stays below 2²⁴, and so does |H·B| ≤ Σ|a|·(|w| + B).
+        self.room = (2**24 - 1) // (int(w.abs().max()) + self.base)
+        self._keep("window", torch.ones(1, 1, *conv.kernel_size))
         self._keep("step", torch.tensor(step, dtype=torch.float32))
         self._keep("scale", (wstep * step).float().view(1, -1, 1, 1))
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(wstep)
         self._keep("bias", bias.float().view(1, -1, 1, 1).clone())  # not a view
 
+    def fits(self, a: Tensor) -> bool:
+        """Every window of the batch holds Σ|a| ≤ `room` (sums that are exact themselves: a
+        window holds at most MAX_FAN_IN · 2047 < 2²⁴)."""
+        sums = a.abs().sum(dim=1, keepdim=True)
+        windows = F.conv2d(sums, self.window, None, self.stride, self.padding)
+        return bool(windows.max() <= self.room)
+
+    def _digits(self, a: Tensor) -> Tensor:
+        high, low = F.conv2d(a, self.weight, None, self.stride, self.padding).chunk(2, dim=1)
+        return (high * self.base).add_(low)  # one rounding per operation, as written out
+
+    def _whole(self, a: Tensor) -> Tensor:
+        return F.conv2d(a, self.whole, None, self.stride, self.padding)
+
     def forward(self, x: Tensor) -> Tensor:
         a = _quantize(x, self.step)
-        high, low = F.conv2d(a, self.weight, None, self.stride, self.padding).chunk(2, dim=1)
-        out = high * self.base  # then in place: one rounding per operation, as written out
-        return out.add_(low).mul_(self.scale).add_(self.bias)
+        out = self._whole(a) if self.fits(a) else self._digits(a)
+        return out.mul_(self.scale).add_(self.bias)
 
 
 class ExactGDN(_Derived):
@@ -112,21 +138,23 @@ class ExactGDN(_Derived):
         self.inverse = gdn.inverse
         gamma = gdn.gamma_sqrt.detach().double() ** 2  # (C, C), row i: weights of output i
         gstep = gamma.amax(dim=1).clamp_min(1e-12) / GAMMA_LIMIT
-        gamma_t = torch.round(gamma / gstep[:, None]).t()  # small integers
-        self._keep("gamma_t", gamma_t.contiguous())
+        self._keep("gamma", torch.round(gamma / gstep[:, None]))  # small integers
         self._keep("step", torch.tensor(step, dtype=torch.float32))
         self._keep("scale", (gstep * step * step).float())
         self._keep("beta", (gdn.beta_sqrt.detach() ** 2 + 1e-6).float())
 
     def forward(self, x: Tensor) -> Tensor:
         a = _quantize(x, self.step)
-        squares = a.permute(0, 2, 3, 1).double().square_()  # (B, H, W, C), exact integers
-        sums = torch.matmul(squares, self.gamma_t).float()  # exact, then one rounding
+        b, c, h, w = a.shape
+        squares = a.permute(0, 2, 3, 1).double().square_().reshape(-1, c)  # exact integers
+        # (C, P) = γ·squaresᵀ: exact sums (this orientation ran faster), then one rounding
+        sums = torch.mm(self.gamma, squares.t()).float()
+        norm = sums.mul_(self.scale.view(-1, 1)).add_(self.beta.view(-1, 1))
         # torch's float32 sqrt (MKL's) is not correctly rounded: 1 in 6 results is one ulp
-        # off, and which ones may depend on the CPU. The float64 sqrt rounded to float32 is
-        # (its error is far below float32's rounding margin for a square root).
-        norm = sums.mul_(self.scale).add_(self.beta).double().sqrt_().float()
-        norm = norm.permute(0, 3, 1, 2)
+        # off, and which ones may depend on the CPU. numpy's is (the IEEE instruction), and
+        # equals the float64 sqrt rounded to float32 that 0.3–0.9 computed here.
+        np.sqrt(norm.numpy(), out=norm.numpy())
+        norm = norm.view(c, b, h, w).permute(1, 0, 2, 3)
         xq = a.mul_(self.step)
         return xq.mul_(norm) if self.inverse else xq.div_(norm)
 

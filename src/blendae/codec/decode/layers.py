@@ -73,9 +73,12 @@ def _step(amax: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class ExactConv:
-    """`models.exact.ExactConv`: 12-bit activations times two-digit integer weights."""
+    """`models.exact.ExactConv`: 12-bit activations times two-digit integer weights, or the
+    whole integer weights in one product for a batch whose windows hold Σ|a| ≤ `room`."""
 
     matrix: np.ndarray  # (k·k·C_in, 2·C_out): the high digits' kernels, then the low ones'
+    whole: np.ndarray  # (k·k·C_in, C_out): the integer weights
+    room: int
     k: int
     base: np.float32
     step: np.float32
@@ -95,13 +98,22 @@ class ExactConv:
         digits = np.concatenate([high, w - high * base]).astype(F32)
         step = _step(amax)
         scale = (wstep * step).astype(F32)
-        return cls(_matrix(digits), k, F32(base), F32(step), scale, bias.astype(F32))
+        room = (2**24 - 1) // (int(np.abs(w).max()) + base)
+        whole = _matrix(w.astype(F32))
+        return cls(_matrix(digits), whole, room, k, F32(base), F32(step), scale, bias.astype(F32))
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        sums = conv(_quantize(x, self.step), self.matrix, self.k)
+    def _digits(self, a: np.ndarray) -> np.ndarray:
+        sums = conv(a, self.matrix, self.k)
         c = sums.shape[3] // 2
         out = sums[..., :c] * self.base  # one rounding per operation, as the torch layer
         out += sums[..., c:]
+        return out
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        a = _quantize(x, self.step)
+        windows = _patches(np.abs(a).sum(axis=3, keepdims=True), self.k).sum(axis=3)
+        fits = windows.max() <= self.room  # every sum here is an exact integer
+        out = conv(a, self.whole, self.k) if fits else self._digits(a)
         out *= self.scale
         out += self.bias
         return out

@@ -1,0 +1,120 @@
+"""The codec's speed against an earlier commit's, side by side in one run.
+
+Codes the first N study test blends with one model in subprocesses that alternate between
+this tree's `src/` and REV's (extracted from git into a temporary folder), each timing
+`compress_batch` and `decompress_batch` over all N images; prints each side's median
+images/s, their ratio, and whether both wrote the same files and decoded the same pixels.
+Alternating rounds put this machine's drifting load on both sides alike.
+
+    python -m benchmarks.speed_against REV [--rounds 5] [--limit 1000] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import header
+from benchmarks.rd import test_images
+from blendae.data import STUDY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = """
+import hashlib, json, sys, time
+import numpy as np
+import torch
+from blendae.codec import images as api
+images_path, model, quality, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+torch.set_num_threads(threads)
+quality = None if quality == "none" else int(quality)
+images = list(np.load(images_path))
+api.decompress_batch(api.compress_batch(images[:8], model, quality), model)  # warm up
+t0 = time.perf_counter()
+files = api.compress_batch(images, model, quality)
+t1 = time.perf_counter()
+decoded = api.decompress_batch(files, model)
+t2 = time.perf_counter()
+print(json.dumps({
+    "encode": len(images) / (t1 - t0),
+    "decode": len(images) / (t2 - t1),
+    "files": hashlib.sha256(b"".join(files)).hexdigest(),
+    "pixels": hashlib.sha256(b"".join(d.tobytes() for d in decoded)).hexdigest(),
+}))
+"""
+
+
+def extract(rev: str, folder: Path) -> Path:
+    """REV's `src/` under `folder` (git archive, extracted with tarfile's data filter)."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", rev, "src"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder / "src"
+
+
+def run(src: Path, images: Path, model: str, quality: str, threads: int) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(images), model, quality, str(threads)],
+        env={**os.environ, "PYTHONPATH": str(src)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("rev", help="the commit (or tag) to time against")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    parser.add_argument("--limit", type=int, default=1000, help="test images (default 1000)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--model", default="general", help="a shipped model (default general)")
+    parser.add_argument("--quality", default="none", help="0..100 (default: the model's)")
+    parser.add_argument("--mirror", default=None, help="dataset mirror (default $BLENDAE_MIRROR)")
+    args = parser.parse_args()
+    print(header(f"codec speed against {args.rev}"))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        images = folder / "images.npy"
+        np.save(images, test_images(STUDY, args.limit, args.mirror))
+        sides = {"this tree": ROOT / "src", args.rev: extract(args.rev, folder / "rev")}
+        runs: dict[str, list[dict]] = {name: [] for name in sides}
+        for _ in range(args.rounds):
+            for name, src in sides.items():
+                runs[name].append(run(src, images, args.model, args.quality, args.threads))
+    medians = {}
+    for name, results in runs.items():
+        medians[name] = [statistics.median(r[k] for r in results) for k in ("encode", "decode")]
+        decodes = ", ".join(f"{r['decode']:.0f}" for r in results)
+        print(
+            f"{name}: encode {medians[name][0]:.0f} img/s, decode {medians[name][1]:.0f} img/s "
+            f"(medians of {args.rounds}; decode per round {decodes})"
+        )
+    ours, theirs = medians["this tree"], medians[args.rev]
+    same = {
+        k: len({r[k] for results in runs.values() for r in results}) == 1
+        for k in ("files", "pixels")
+    }
+    print(
+        f"ratio: encode {ours[0] / theirs[0]:.2f}x, decode {ours[1] / theirs[1]:.2f}x; "
+        f"same files: {same['files']}, same pixels: {same['pixels']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
