@@ -41,13 +41,19 @@ MEASURE_JS = """async ([names, files]) => {
 
 
 def models_of(datas: list[bytes]) -> list[str]:
-    """The shipped models that coded these files (their ids are in the headers)."""
-    by_id = {meta["id"]: name for name, meta in zoo_entries().items()}
-    ids = {container.unpack(data)[0].model_id.hex() for data in datas}
-    unknown = ids - set(by_id)
+    """The shipped models that coded these files (the headers name them: since 0.8 by the
+    first two bytes of the id, finished by the checksum, `container.made_by`)."""
+    zoo = {name: bytes.fromhex(meta["id"]) for name, meta in zoo_entries().items()}
+    found, unknown = set(), set()
+    for data in datas:
+        header = container.unpack(data)[0]
+        names = [name for name, ident in zoo.items() if container.made_by(header, ident)]
+        if not names:
+            unknown.add(header.model_id.hex())
+        found.update(names[:1])
     if unknown:
         raise BlendaeError(f"files of models that are not shipped: {', '.join(sorted(unknown))}")
-    return sorted(by_id[i] for i in ids)
+    return sorted(found)
 
 
 def measure(paths: list[Path]) -> float:
