@@ -92,7 +92,9 @@ def points_for(image: np.ndarray) -> list[Point]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--only", nargs="+", default=list(PHOTOS), help="photo file names")
+    parser.add_argument(
+        "--only", nargs="+", default=list(PHOTOS), choices=PHOTOS, help="photo file names"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     folder = photo_folder()
