@@ -328,3 +328,11 @@ def test_the_one_kernel_path_gives_the_two_digit_bits_and_is_taken_only_where_ex
         assert torch.equal(layer._whole(a), layer._digits(a))
         a[0, full, 4, 4] += 1
         assert not layer.fits(a)
+
+
+def test_numpy_s_float32_root_is_the_float64_root_rounded() -> None:
+    """The exact GDN's root since 0.10 (numpy's float32 sqrt) is 0.3–0.9's (the float64
+    root rounded to float32) on 4 million float32 bit patterns across the finite range."""
+    bits = np.random.default_rng(0).integers(0, 0x7F800000, 4_000_000, dtype=np.uint32)
+    x = bits.view(np.float32)
+    assert np.array_equal(np.sqrt(x), np.sqrt(x.astype(np.float64)).astype(np.float32))

@@ -152,8 +152,13 @@ class ExactGDN(_Derived):
         norm = sums.mul_(self.scale.view(-1, 1)).add_(self.beta.view(-1, 1))
         # torch's float32 sqrt (MKL's) is not correctly rounded: 1 in 6 results is one ulp
         # off, and which ones may depend on the CPU. numpy's is (the IEEE instruction), and
-        # equals the float64 sqrt rounded to float32 that 0.3–0.9 computed here.
-        np.sqrt(norm.numpy(), out=norm.numpy())
+        # equals the float64 sqrt rounded to float32 that 0.3–0.9 computed here (and still
+        # compute on a GPU, where a model may be evaluated after training; files decode on
+        # the CPU).
+        if norm.is_cpu:
+            np.sqrt(norm.numpy(), out=norm.numpy())
+        else:
+            norm = norm.double().sqrt_().float()
         norm = norm.view(c, b, h, w).permute(1, 0, 2, 3)
         xq = a.mul_(self.step)
         return xq.mul_(norm) if self.inverse else xq.div_(norm)
