@@ -371,3 +371,13 @@ def repack(data: bytes, model_id: bytes, version: int, quality: bytes) -> bytes:
     head = data[:2] + bytes([version]) + model_id + bytes([header.channels]) + quality
     head += container._varint(h) + container._varint(w)
     return head + zlib.crc32(payload, zlib.crc32(head)).to_bytes(4, "little") + payload
+
+
+def holding(*totals: tuple[int, int, int]) -> torch.Tensor:
+    """(1, 64, 8, 8) integer activations with Σ|a| = total at each (i, j, total), 2047 per
+    channel at most, zero elsewhere: inputs at an exact convolution's `room`."""
+    a = torch.zeros(1, 64, 8, 8)
+    for i, j, total in totals:
+        full, rest = divmod(total, 2047)
+        a[0, :full, i, j], a[0, full, i, j] = 2047.0, float(rest)
+    return a

@@ -27,7 +27,7 @@ from blendae.codec.decode import models as decode_models
 from blendae.codec.zoo import zoo_entries, zoo_folder
 from blendae.errors import BlendaeError
 from blendae.models import exact
-from conftest import repack
+from conftest import holding, repack
 
 ROOT = Path(__file__).parents[1]
 MODELS = [zoo_folder() / f"{name}.json" for name in zoo_entries()] + sorted(
@@ -204,6 +204,10 @@ def test_the_numpy_convolution_gives_torch_s_bits_on_either_path(k: int) -> None
         with torch.no_grad():
             want = ours(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
         assert np.array_equal(theirs(x), want)
+    half = ours.room // 2 + 1  # the bound's edge cases: both layers decide alike
+    for totals in [[(4, 4, ours.room)], [(4, 4, ours.room + 1)], [(4, 4, half), (4, 5, half)]]:
+        a = holding(*totals)
+        assert theirs._fits(a.permute(0, 2, 3, 1).numpy()) == ours.fits(a)
 
 
 def test_the_browser_benchmark_names_the_models_of_its_files() -> None:

@@ -15,6 +15,7 @@ from blendae.models.exact import MAX_FAN_IN, ExactSequential, RangeTracker
 from blendae.models.gaussian import NUM_SCALES, GaussianConditional, scale_table
 from blendae.models.hyperprior import MeanScaleHyperprior
 from blendae.models.layers import GDN
+from conftest import holding
 
 
 def _trained(steps: int = 20, seed: int = 0, context: int = 0) -> MeanScaleHyperprior:
@@ -321,13 +322,14 @@ def test_the_one_kernel_path_gives_the_two_digit_bits_and_is_taken_only_where_ex
         assert torch.equal(layer(mixed)[2:5], layer(small[:3]))  # either path, the same bits
         # Right at the bound: one position holds `room` in 12-bit activations, so every
         # window over it sums to `room`, against weights of one sign.
-        a = torch.zeros(1, 64, 8, 8)
-        full, rest = divmod(layer.room, 2047)
-        a[0, :full, 4, 4], a[0, full, 4, 4] = 2047.0, float(rest)
+        a = holding((4, 4, layer.room))
         assert layer.fits(a)
         assert torch.equal(layer._whole(a), layer._digits(a))
-        a[0, full, 4, 4] += 1
-        assert not layer.fits(a)
+        assert not layer.fits(holding((4, 4, layer.room + 1)))
+        if k > 1:  # each position within `room`, the windows over both beyond it
+            half = layer.room // 2 + 1
+            assert layer.fits(holding((4, 4, half)))
+            assert not layer.fits(holding((4, 4, half), (4, 5, half)))
 
 
 def test_numpy_s_float32_root_is_the_float64_root_rounded() -> None:

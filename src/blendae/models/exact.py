@@ -112,8 +112,12 @@ class ExactConv(_Derived):
 
     def fits(self, a: Tensor) -> bool:
         """Every window of the batch holds Σ|a| ≤ `room` (sums that are exact themselves: a
-        window holds at most MAX_FAN_IN · 2047 < 2²⁴)."""
+        window holds at most MAX_FAN_IN · 2047 < 2²⁴). The largest position's sum s settles
+        most batches at once: k²·s ≤ room fits, s > room does not."""
         sums = a.abs().sum(dim=1, keepdim=True)
+        largest = float(sums.max())
+        if largest * self.window.numel() <= self.room or largest > self.room:
+            return largest * self.window.numel() <= self.room
         windows = F.conv2d(sums, self.window, None, self.stride, self.padding)
         return bool(windows.max() <= self.room)
 

@@ -102,6 +102,14 @@ class ExactConv:
         whole = _matrix(w.astype(F32))
         return cls(_matrix(digits), whole, room, k, F32(base), F32(step), scale, bias.astype(F32))
 
+    def _fits(self, a: np.ndarray) -> bool:
+        """As the torch layer's `fits` (every sum here is an exact integer)."""
+        sums = np.abs(a).sum(axis=3, keepdims=True)
+        largest = float(sums.max())
+        if largest * self.k * self.k <= self.room or largest > self.room:
+            return largest * self.k * self.k <= self.room
+        return bool(_patches(sums, self.k).sum(axis=3).max() <= self.room)
+
     def _digits(self, a: np.ndarray) -> np.ndarray:
         sums = conv(a, self.matrix, self.k)
         c = sums.shape[3] // 2
@@ -111,9 +119,7 @@ class ExactConv:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         a = _quantize(x, self.step)
-        windows = _patches(np.abs(a).sum(axis=3, keepdims=True), self.k).sum(axis=3)
-        fits = windows.max() <= self.room  # every sum here is an exact integer
-        out = conv(a, self.whole, self.k) if fits else self._digits(a)
+        out = conv(a, self.whole, self.k) if self._fits(a) else self._digits(a)
         out *= self.scale
         out += self.bias
         return out
