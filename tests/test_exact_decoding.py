@@ -18,25 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmarks import cross_isa
 
 from blendae import codec
 from blendae.models.hyperprior import MeanScaleHyperprior
 
-SETTINGS = {
-    "native": {},
-    "sse41": {
-        "ATEN_CPU_CAPABILITY": "default",
-        "ONEDNN_MAX_CPU_ISA": "SSE41",
-        "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR",
-    },
-    "avx2": {
-        "ATEN_CPU_CAPABILITY": "avx2",
-        "ONEDNN_MAX_CPU_ISA": "AVX2",
-        "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
-    },
-    "1 thread": {"OMP_NUM_THREADS": "1"},
-    "2 threads": {"OMP_NUM_THREADS": "2"},
-}
+# The benchmark's settings (the instruction sets of torch, oneDNN and numpy; one thread),
+# and two threads.
+SETTINGS = {**cross_isa.SETTINGS, "2 threads": {"OMP_NUM_THREADS": "2"}}
 
 CHILD = """
 import hashlib, json, sys
