@@ -4,7 +4,9 @@ On the blended test set (`unit` preset, 0..255 pixels): bits per pixel from whol
 per image (header included), and for AVIF also from the `mdat` payload alone (the AV1
 data, without the ~275-byte ISO-BMFF container); PSNR over the set = 10·log10(255² / MSE),
 MSE averaged over all pixels of all images (not a mean of per-image PSNRs); encode and
-decode images per second (the codec batched, Pillow one image at a time, one thread).
+decode images per second (the codec batched, Pillow one image at a time, one thread). The
+codec runs as the command line runs it, after `blendae.allocator.keep_freed_memory`
+(`--glibc-defaults`: without; `benchmarks/allocator.py` times the difference).
 
 Anchors (Pillow):
 - WebP at `method=6` (its strongest), and Pillow's default `method=4` (full run only, the
@@ -52,6 +54,7 @@ from PIL import Image
 from benchmarks.blend_variants import variant_images
 from benchmarks.common import header
 from blendae import codec as api
+from blendae.allocator import keep_freed_memory
 from blendae.data import STUDY, load_data, to_pixels
 from blendae.evaluation import plots  # noqa: F401  # selects matplotlib's file-only backend
 from blendae.files import atomic_write
@@ -560,6 +563,12 @@ def parse_args() -> argparse.Namespace:
         default=1,
         help="torch threads (default 1); with --all-sets also Pillow's encoding threads",
     )
+    parser.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="leave glibc's allocator thresholds as they are (by default the codec runs as "
+        "the command line runs it, after blendae.allocator.keep_freed_memory)",
+    )
     return parser.parse_args()
 
 
@@ -634,6 +643,8 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    kept = not args.glibc_defaults and keep_freed_memory()
+    print(f"allocator: {'glibc, keep_freed_memory (as the CLI)' if kept else 'as it was'}")
     limit = min(args.limit, QUICK_IMAGES) if args.quick else args.limit
     if args.all_sets:
         run_all_sets(args, limit)

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,26 +34,35 @@ from blendae.data import STUDY
 ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = """
-import hashlib, json, sys, time
+import hashlib, json, resource, sys, time
 import numpy as np
 import torch
-from blendae.codec import images as api
 images_path, model, quality, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+if sys.argv[5] == "keep":
+    from blendae.allocator import keep_freed_memory
+    assert keep_freed_memory(), "glibc refused the thresholds"
+from blendae.codec import images as api
 torch.set_num_threads(threads)
 coding = {} if quality == "none" else {"quality": int(quality)}  # 0.5 took no quality
 images = list(np.load(images_path))
 api.decompress_batch(api.compress_batch(images[:8], model, **coding), model)  # warm up
 rates = {"encode": 0.0, "decode": 0.0}
+faults = {"encode faults": [], "decode faults": []}
+def faulted():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(2):  # the faster of two passes: a burst of load on this machine hits one
-    t0 = time.perf_counter()
+    f0, t0 = faulted(), time.perf_counter()
     files = api.compress_batch(images, model, **coding)
-    t1 = time.perf_counter()
+    f1, t1 = faulted(), time.perf_counter()
     decoded = api.decompress_batch(files, model)
-    t2 = time.perf_counter()
+    f2, t2 = faulted(), time.perf_counter()
     rates["encode"] = max(rates["encode"], len(images) / (t1 - t0))
     rates["decode"] = max(rates["decode"], len(images) / (t2 - t1))
+    faults["encode faults"].append(f1 - f0)
+    faults["decode faults"].append(f2 - f1)
 print(json.dumps({
     **rates,
+    **{k: min(v) for k, v in faults.items()},
     "files": hashlib.sha256(b"".join(files)).hexdigest(),
     "pixels": hashlib.sha256(b"".join(d.tobytes() for d in decoded)).hexdigest(),
 }))
@@ -70,9 +81,14 @@ def extract(rev: str, folder: Path) -> Path:
     return folder / "src"
 
 
-def run(src: Path, images: Path, model: str, quality: str, threads: int) -> dict:
+def run(
+    src: Path, images: Path, model: str, quality: str, threads: int, keep: bool = False
+) -> dict:
+    """One child's rates, page faults (the fewer of its two passes) and hashes; `keep`:
+    it first calls `keep_freed_memory` (a tree that has `blendae.allocator`)."""
+    allocator = "keep" if keep else "default"
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(images), model, quality, str(threads)],
+        [sys.executable, "-c", CHILD, str(images), model, quality, str(threads), allocator],
         env={**os.environ, "PYTHONPATH": str(src)},
         capture_output=True,
         text=True,
@@ -82,38 +98,32 @@ def run(src: Path, images: Path, model: str, quality: str, threads: int) -> dict
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("rev", help="the commit (or tag) to time against")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
-    parser.add_argument("--limit", type=int, default=1000, help="test images (default 1000)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--model", default="general", help="a shipped model (default general)")
-    parser.add_argument("--quality", default="none", help="0..100 (default: the model's)")
-    parser.add_argument("--mirror", default=None, help="dataset mirror (default $BLENDAE_MIRROR)")
-    args = parser.parse_args()
-    print(header(f"codec speed against {args.rev}"))
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        images = folder / "images.npy"
-        np.save(images, test_images(STUDY, args.limit, args.mirror))
-        sides = {"this tree": ROOT / "src", args.rev: extract(args.rev, folder / "rev")}
-        runs: dict[str, list[dict]] = {name: [] for name in sides}
-        for i in range(args.rounds):
-            # Which side goes first alternates: a run's place in the pair moved its speed here.
-            order = list(sides.items())[:: 1 if i % 2 == 0 else -1]
-            for name, src in order:
-                runs[name].append(run(src, images, args.model, args.quality, args.threads))
+def alternate(sides: dict[str, Callable[[], dict]], rounds: int) -> dict[str, list[dict]]:
+    """Each side's results over `rounds`; which side goes first alternates, since a run's
+    place in the pair moved its speed on this machine."""
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
+    for i in range(rounds):
+        for name, side in list(sides.items())[:: 1 if i % 2 == 0 else -1]:
+            runs[name].append(side())
+    return runs
+
+
+def report(runs: dict[str, list[dict]]) -> None:
+    """Each side's median rates and page faults, the first side's ratio to the second's,
+    and whether every run wrote the same files and decoded the same pixels."""
     medians = {}
     for name, results in runs.items():
-        medians[name] = {k: statistics.median(r[k] for r in results) for k in ("encode", "decode")}
-        decodes = ", ".join(f"{r['decode']:.0f}" for r in results)
+        medians[name] = {
+            k: statistics.median(r[k] for r in results)
+            for k in ("encode", "decode", "encode faults", "decode faults")
+        }
+        m, decodes = medians[name], ", ".join(f"{r['decode']:.0f}" for r in results)
         print(
-            f"{name}: encode {medians[name]['encode']:.0f} img/s, decode "
-            f"{medians[name]['decode']:.0f} img/s (medians of {args.rounds}; decode per round "
-            f"{decodes})"
+            f"{name}: encode {m['encode']:.0f} img/s, decode {m['decode']:.0f} img/s (medians "
+            f"of {len(results)}; decode per round {decodes}); page faults per pass: encode "
+            f"{m['encode faults']:.0f}, decode {m['decode faults']:.0f}"
         )
-    ours, theirs = medians["this tree"], medians[args.rev]
+    ours, theirs = medians.values()
     same = {
         k: len({r[k] for results in runs.values() for r in results}) == 1
         for k in ("files", "pixels")
@@ -123,6 +133,35 @@ def main() -> None:
         f"{ours['decode'] / theirs['decode']:.2f}x; same files: {same['files']}, same pixels: "
         f"{same['pixels']}"
     )
+
+
+def arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The options every side-by-side speed benchmark takes."""
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    parser.add_argument("--limit", type=int, default=1000, help="test images (default 1000)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--model", default="general", help="a shipped model (default general)")
+    parser.add_argument("--quality", default="none", help="0..100 (default: the model's)")
+    parser.add_argument("--mirror", default=None, help="dataset mirror (default $BLENDAE_MIRROR)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("rev", help="the commit (or tag) to time against")
+    args = arguments(parser)
+    print(header(f"codec speed against {args.rev}"))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        images = folder / "images.npy"
+        np.save(images, test_images(STUDY, args.limit, args.mirror))
+        sides = {"this tree": ROOT / "src", args.rev: extract(args.rev, folder / "rev")}
+        coding = (images, args.model, args.quality, args.threads)
+        report(
+            alternate(
+                {name: partial(run, src, *coding) for name, src in sides.items()}, args.rounds
+            )
+        )
 
 
 if __name__ == "__main__":

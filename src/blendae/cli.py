@@ -501,8 +501,15 @@ def _final_line(run_dir: Path, final: dict[str, float], data: str | None = None)
     )
 
 
+CODING_COMMANDS = ("compress", "decompress", "separate")  # they run networks batch after batch
+
+
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> None:
     command_line = "blendae " + " ".join(shlex.quote(a) for a in argv)
+    if args.command in CODING_COMMANDS:
+        from blendae.allocator import keep_freed_memory
+
+        keep_freed_memory()
     if args.command == "prepare":
         from blendae.data import load_blended
 
