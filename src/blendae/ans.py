@@ -9,6 +9,7 @@ Gaussian conditional's coding by table entry with escapes, and the raw sign bits
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import constriction
@@ -139,18 +140,29 @@ class GaussianTables:
         models = self._models[folded]
         order, radius, counts = self.sorted(indices)
         values = np.empty(indices.shape, dtype=np.int32)
+        one_row_each = len({id(coder) for coder in coders}) == len(coders)
         for b, (coder, n_row) in enumerate(zip(coders, counts.tolist(), strict=True)):
-            row = np.concatenate(
+            values[b] = np.concatenate(
                 [coder.decode(models[k], n) for k, n in enumerate(n_row) if n] or [[]]
             )
-            value = row if folded else row - radius[b]
-            edge = np.abs(value) == radius[b]
-            if edge.any():
-                value[edge] += np.sign(value[edge]) * _decode_escapes(coder, int(edge.sum()))
-            values[b] = value
+            if not one_row_each:  # a shared stream holds this row's escapes before the next row
+                _settle([coder], values[b : b + 1], radius[b : b + 1], folded)
+        if one_row_each:  # each stream's escapes follow its one row: every row at once
+            _settle(coders, values, radius, folded)
         out = np.empty(indices.shape, dtype=np.int32)
         np.put_along_axis(out, order, values, axis=1)
         return out
+
+
+def _settle(coders: list[Any], values: np.ndarray, radius: np.ndarray, folded: bool) -> None:
+    """Rows of table symbols (in place) → values: centred unless `folded`, and each symbol
+    at an edge of its table extended by its escape, popped off its row's coder."""
+    if not folded:
+        values -= radius
+    edge = np.abs(values) == radius
+    for b in np.flatnonzero(edge.any(axis=1)).tolist():
+        at = edge[b]
+        values[b, at] += np.sign(values[b, at]) * _decode_escapes(coders[b], int(at.sum()))
 
 
 def entries(scale: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -169,7 +181,7 @@ def encode_signs(coders: list[Any], symbols: np.ndarray) -> None:
         negative = (row[row != 0] < 0).astype(np.int64)
         if not len(negative):
             continue
-        first, starts, offsets = _sign_chunks(len(negative))
+        first, starts, offsets, _ = _sign_chunks(len(negative))
         values = np.add.reduceat(negative << offsets, starts)  # one int per chunk
         # The whole chunks go on first, so that the first chunk (the short one, if any)
         # pops first.
@@ -180,27 +192,34 @@ def encode_signs(coders: list[Any], symbols: np.ndarray) -> None:
 def decode_signs(coders: list[Any], magnitudes: np.ndarray) -> np.ndarray:
     """Pop the signs `encode_signs` pushed and apply them to (B, K) `magnitudes`."""
     out = magnitudes.copy()
-    for coder, row in zip(coders, out, strict=True):
-        nonzero = np.flatnonzero(row)
-        if not len(nonzero):
+    bits = []
+    for coder, count in zip(coders, np.count_nonzero(out, axis=1).tolist(), strict=True):
+        if not count:
             continue
-        first, starts, offsets = _sign_chunks(len(nonzero))
+        first, starts, offsets, chunk = _sign_chunks(count)
         values = np.empty(len(starts), dtype=np.int64)
         values[0] = coder.decode(UNIFORM[first])
         values[1:] = coder.decode(UNIFORM[SIGN_CHUNK], len(starts) - 1)
-        bits = (np.repeat(values, np.diff(starts, append=len(nonzero))) >> offsets) & 1
-        row[nonzero] *= 1 - 2 * bits.astype(row.dtype)
+        bits.append((values[chunk] >> offsets) & 1)
+    if bits:  # the non-zero values in row-major order are each row's in position order
+        flat = out.reshape(-1)
+        flat[np.flatnonzero(flat)] *= 1 - 2 * np.concatenate(bits).astype(out.dtype)
     return out
 
 
-def _sign_chunks(count: int) -> tuple[int, np.ndarray, np.ndarray]:
+@lru_cache(maxsize=4096)
+def _sign_chunks(count: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """How `count` (≥ 1) signs are chunked, in decoding order: a short chunk first, if any,
     then whole 24-bit ones, so that the chunk pushed first (decoded last) is whole. Returns
-    the first chunk's length, each chunk's start, and each sign's bit within its chunk."""
+    the first chunk's length, each chunk's start, each sign's bit within its chunk and each
+    sign's chunk (read-only arrays: one answer serves every row of that count)."""
     first = (count % SIGN_CHUNK or SIGN_CHUNK) if count >= SIGN_CHUNK else count
     starts = np.array([0, *range(first, count, SIGN_CHUNK)], dtype=np.int64)
-    offsets = np.arange(count) - np.repeat(starts, np.diff(starts, append=count))
-    return first, starts, offsets
+    chunk = np.repeat(np.arange(len(starts)), np.diff(starts, append=count))
+    offsets = np.arange(count) - starts[chunk]
+    for array in (starts, offsets, chunk):
+        array.flags.writeable = False
+    return first, starts, offsets, chunk
 
 
 # Raw-bit models Uniform(2^n), n = 1..24: sign chunks and the low bits of escapes

@@ -163,7 +163,9 @@ class ExactGDN(_Derived):
             np.sqrt(norm.numpy(), out=norm.numpy())
         else:
             norm = norm.double().sqrt_().float()
-        norm = norm.view(c, b, h, w).permute(1, 0, 2, 3)
+        # back to the activations' channels-last order: one transposed copy here costs less
+        # than multiplying tensors of two layouts
+        norm = norm.t().contiguous().view(b, h, w, c).permute(0, 3, 1, 2)
         xq = a.mul_(self.step)
         return xq.mul_(norm) if self.inverse else xq.div_(norm)
 
