@@ -121,16 +121,16 @@ class GaussianTables:
             coded = np.clip(values, -radius, radius)
             coded += radius
         at_edge = np.abs(values) >= radius
-        for coder, row, value, r, edge, n_row in zip(
-            coders, coded, values, radius, at_edge, counts, strict=True
-        ):
-            if edge.any():
-                _encode_escapes(coder, np.abs(value[edge]) - r[edge])
-            stop = len(row)
-            for k in np.flatnonzero(n_row)[::-1].tolist():
-                start = stop - int(n_row[k])
-                coder.encode_reverse(row[start:stop], models[k])
-                stop = start
+        escaping = set(np.flatnonzero(at_edge.any(axis=1)).tolist())
+        ends = np.cumsum(counts, axis=1).tolist()
+        for b, (coder, row, n_row) in enumerate(zip(coders, coded, counts.tolist(), strict=True)):
+            if b in escaping:
+                edge = at_edge[b]
+                _encode_escapes(coder, np.abs(values[b, edge]) - radius[b, edge])
+            for k in reversed(range(len(n_row))):
+                if n_row[k]:
+                    stop = ends[b][k]
+                    coder.encode_reverse(row[stop - n_row[k] : stop], models[k])
 
     def decode_batch(
         self, coders: list[Any], indices: np.ndarray, folded: bool = False
@@ -177,12 +177,15 @@ def encode_signs(coders: list[Any], symbols: np.ndarray) -> None:
     bits, before anything else of the stream: in 24-bit chunks, a whole one first. The
     ANS coder's first value costs 24 bits whatever it carries (its state starts empty),
     so 24 raw bits there cost nothing extra; any other first symbol wasted ~22 bits."""
-    for coder, row in zip(coders, symbols, strict=True):
-        negative = (row[row != 0] < 0).astype(np.int64)
-        if not len(negative):
+    nonzero = symbols != 0
+    negative = (symbols[nonzero] < 0).astype(np.int64)  # row after row, in position order
+    end = 0
+    for coder, count in zip(coders, np.count_nonzero(nonzero, axis=1).tolist(), strict=True):
+        if not count:
             continue
-        first, starts, offsets, _ = _sign_chunks(len(negative))
-        values = np.add.reduceat(negative << offsets, starts)  # one int per chunk
+        first, starts, offsets, _ = _sign_chunks(count)
+        values = np.add.reduceat(negative[end : end + count] << offsets, starts)  # per chunk
+        end += count
         # The whole chunks go on first, so that the first chunk (the short one, if any)
         # pops first.
         coder.encode_reverse(values[1:].astype(np.int32), UNIFORM[SIGN_CHUNK])
