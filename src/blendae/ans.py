@@ -178,7 +178,7 @@ def encode_signs(coders: list[Any], symbols: np.ndarray) -> None:
     ANS coder's first value costs 24 bits whatever it carries (its state starts empty),
     so 24 raw bits there cost nothing extra; any other first symbol wasted ~22 bits."""
     nonzero = symbols != 0
-    negative = (symbols[nonzero] < 0).astype(np.int64)  # row after row, in position order
+    negative = symbols[nonzero] < 0  # row after row, in position order (bools: a large image)
     end = 0
     for coder, count in zip(coders, np.count_nonzero(nonzero, axis=1).tolist(), strict=True):
         if not count:
