@@ -5,9 +5,12 @@ this tree's `src/` and REV's (extracted from git into a temporary folder), each 
 `compress_batch` and `decompress_batch` over all N images (the faster of two passes);
 prints each side's median images/s, their ratio, and whether both wrote the same files and
 decoded the same pixels. Alternating rounds (each pair in the other order than the last)
-put this machine's drifting load on both sides alike.
+put this machine's drifting load on both sides alike. `--rev-model` times another model on
+REV's side (an earlier default: 0.5.0's speed floors were measured with its zoo), and
+`--as-the-cli` runs this tree's side as its command line runs.
 
     python -m benchmarks.speed_against REV [--rounds 5] [--limit 1000] [--threads 2]
+    python -m benchmarks.speed_against 90afda1 --rev-model q3 --as-the-cli
 """
 
 from __future__ import annotations
@@ -149,19 +152,28 @@ def arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("rev", help="the commit (or tag) to time against")
+    parser.add_argument(
+        "--rev-model",
+        default=None,
+        help="REV's model, at its own rate (default: --model, at --quality)",
+    )
+    parser.add_argument(
+        "--as-the-cli",
+        action="store_true",
+        help="this tree's side first calls blendae.allocator.keep_freed_memory, as its "
+        "command line does (REV's side runs as REV's did)",
+    )
     args = arguments(parser)
     print(header(f"codec speed against {args.rev}"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         images = folder / "images.npy"
         np.save(images, test_images(STUDY, args.limit, args.mirror))
-        sides = {"this tree": ROOT / "src", args.rev: extract(args.rev, folder / "rev")}
-        coding = (images, args.model, args.quality, args.threads)
-        report(
-            alternate(
-                {name: partial(run, src, *coding) for name, src in sides.items()}, args.rounds
-            )
-        )
+        ours = (ROOT / "src", images, args.model, args.quality, args.threads, args.as_the_cli)
+        rev_model = (args.rev_model, "none") if args.rev_model else (args.model, args.quality)
+        theirs = (extract(args.rev, folder / "rev"), images, *rev_model, args.threads)
+        sides = {f"this tree ({args.model})": ours, f"{args.rev} ({rev_model[0]})": theirs}
+        report(alternate({name: partial(run, *side) for name, side in sides.items()}, args.rounds))
 
 
 if __name__ == "__main__":
