@@ -182,14 +182,16 @@ def test_the_derivation_constants_are_the_torch_layers() -> None:
     )
 
 
-@pytest.mark.parametrize("k", [1, 3])
-def test_the_numpy_convolution_gives_torch_s_bits_on_either_path(k: int) -> None:
+@pytest.mark.parametrize(("k", "out"), [(1, 48), (3, 48), (3, 12)])
+def test_the_numpy_convolution_gives_torch_s_bits_on_either_path(k: int, out: int) -> None:
     """Small activations take one kernel of the whole weights, large ones (one image of a
-    batch is enough) the two digits: the same bits as the torch layer either way."""
+    batch is enough) the two digits: the same bits as the torch layer either way. With
+    fewer outputs (whole weights: 48; 12, and its 24 digits) than the 64 inputs, numpy
+    adds the kernel positions' products shifted (`exact_conv`)."""
     import torch
 
     torch.manual_seed(0)
-    conv = torch.nn.Conv2d(64, 48, k, padding=k // 2)
+    conv = torch.nn.Conv2d(64, out, k, padding=k // 2)
     with torch.no_grad():
         conv.weight.abs_()  # one sign: the sums grow as fast as they can
     ours = exact.ExactConv(conv, step=max(3.0 * 2, 1e-6) / 2047)
