@@ -18,11 +18,11 @@ from blendae.codec.zoo import check_quality
 from blendae.errors import BlendaeError
 from blendae.imagefiles import IMAGE_SUFFIXES, expand, plan_targets, read_image, write_all
 
-# From this many files on, torch's faster decoding may pay for importing it (~2 s): on the
-# quiet 2-core machine the torch-free decoder ran at 0.73-0.79x torch's speed, so torch paid
-# off from 5,400-6,500 files (benchmarks/decode_anywhere.py); on a busy one the torch-free
-# decoder was up to 3.7x faster and torch paid off from 450-1,900 files, or never.
-TORCH_FROM = 5000
+# From this many files on, torch's faster decoding may pay for importing it (~1.5 s): with
+# 0.11's torch-free convolutions it ran at 0.77-1.09x torch's speed on the 2-core machine,
+# so torch paid off from 7,250-7,940 files, or never (benchmarks/decode_anywhere.py, four
+# runs; 0.6: 5,400-6,500 files).
+TORCH_FROM = 7000
 
 
 @dataclass
