@@ -62,6 +62,19 @@ def test_other_c_libraries_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> No
     assert allocator.keep_freed_memory() is False
 
 
+@pytest.mark.skipif(not GLIBC, reason="glibc's allocator only")
+def test_a_c_library_without_mallopt_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoMallopt:
+        def __init__(self, name: object) -> None:
+            pass
+
+        def __getattr__(self, name: str) -> object:
+            raise AttributeError(name)
+
+    monkeypatch.setattr(allocator.ctypes, "CDLL", NoMallopt)
+    assert allocator.keep_freed_memory() is False
+
+
 @pytest.mark.parametrize(
     ("argv", "sets"),
     [

@@ -31,7 +31,10 @@ def keep_freed_memory() -> bool:
         return False
     if not libc.startswith("glibc"):
         return False
-    mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
+    except (AttributeError, OSError):  # a Python that does not expose it: run as it is
+        return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
