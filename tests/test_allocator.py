@@ -81,6 +81,7 @@ def test_a_c_library_without_mallopt_is_left_alone(monkeypatch: pytest.MonkeyPat
         (["compress", "missing.png", "-o", "out.bae"], True),
         (["decompress", "missing.bae", "-o", "out.png"], True),
         (["evaluate", "missing-run"], False),
+        (["separate", "missing.png", "-o", "out"], False),
     ],
 )
 def test_the_coding_commands_keep_freed_memory(

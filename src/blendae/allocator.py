@@ -7,8 +7,8 @@ for several megabytes per layer, so every batch faulted its buffers in again: 30
 page faults per 1,000 decoded 32×32 images. Fixed thresholds end that: blocks up to 32 MiB
 come from the heap, and up to 128 MiB of freed memory is kept there. On a 2-core machine
 coding then ran 1.13–1.24× faster (`benchmarks/allocator.py`), and the peak memory of coding
-a 2048×2048 image measured the same. The command line calls it for its coding commands; a
-program that codes many batches may call it too. Other C libraries are left alone.
+a 2048×2048 image measured the same. `blendae compress` and `decompress` call it; a program
+that codes many batches may call it too. Other C libraries are left alone.
 """
 
 from __future__ import annotations

@@ -501,7 +501,7 @@ def _final_line(run_dir: Path, final: dict[str, float], data: str | None = None)
     )
 
 
-CODING_COMMANDS = ("compress", "decompress", "separate")  # they run networks batch after batch
+CODING_COMMANDS = ("compress", "decompress")  # they code batch after batch (blendae.allocator)
 
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> None:
