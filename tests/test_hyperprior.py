@@ -338,3 +338,28 @@ def test_numpy_s_float32_root_is_the_float64_root_rounded() -> None:
     bits = np.random.default_rng(0).integers(0, 0x7F800000, 4_000_000, dtype=np.uint32)
     x = bits.view(np.float32)
     assert np.array_equal(np.sqrt(x), np.sqrt(x.astype(np.float64)).astype(np.float32))
+
+
+def test_table_entries_are_the_thresholds_count_in_numpy_and_torch() -> None:
+    """The torch-free decoder's `ans.entries` and torch's `indices` guess from log σ and
+    correct by one: both must give the number of thresholds ≤ σ (a binary search) for any
+    float32, next to every threshold above all, where a wrong entry would misparse."""
+    from blendae.ans import entries
+    from blendae.models.gaussian import GaussianConditional
+
+    thresholds = GaussianConditional().thresholds.double().numpy()
+    rng = np.random.default_rng(0)
+    edges = [thresholds.astype(np.float32)]
+    for direction in (np.inf, -np.inf):
+        near = edges[0]
+        for _ in range(4):
+            near = np.nextafter(near, np.float32(direction))
+            edges.append(near)
+    special = [0, -0.0, -1, np.nan, np.inf, -np.inf, np.finfo(np.float32).max, 1e-45]
+    sigma = np.concatenate([np.exp(rng.uniform(-12, 12, 200_000)), special, *edges]).astype(
+        np.float32
+    )
+    want = np.searchsorted(thresholds, np.nan_to_num(sigma, nan=0.0).astype(np.float64), "right")
+    assert np.array_equal(entries(sigma, thresholds), want)
+    gc = GaussianConditional()
+    assert np.array_equal(gc.indices(torch.from_numpy(sigma)).numpy(), want)
