@@ -3,9 +3,10 @@
 Encodes and decodes the first N blended test images (unit preset), and the first LARGER of
 them upsampled to 128×128 (coded as 32×32 patches in one stream), with each model of
 MODELS (the shipped default, the variable-rate general model, at a few qualities, and the
-fixed-rate q3) in subprocesses under several settings of PyTorch's, oneDNN's and
-numpy's instruction-set dispatch and thread counts, each decoding the files the native setting
-wrote, and prints how many files and decoded pixel values differ from the native run.
+fixed-rate q3) in subprocesses under several settings of PyTorch's, oneDNN's, numpy's and
+OpenBLAS's instruction-set dispatch and thread counts, each decoding the files the native
+setting wrote with the torch decoder and with the torch-free one, and prints how many files
+and decoded pixel values differ from the native run's torch decoding.
 
     python -m benchmarks.cross_isa [--limit 1000] [--models general@0,general@66,q3]
 """
@@ -30,13 +31,15 @@ SETTINGS = {
         "ATEN_CPU_CAPABILITY": "default",
         "ONEDNN_MAX_CPU_ISA": "SSE41",
         "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR",
+        "OPENBLAS_CORETYPE": "Nehalem",  # numpy's matrix products: SSE4.2 kernels, no AVX
     },
     "avx2": {
         "ATEN_CPU_CAPABILITY": "avx2",
         "ONEDNN_MAX_CPU_ISA": "AVX2",
         "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+        "OPENBLAS_CORETYPE": "Haswell",
     },
-    "1 thread": {"OMP_NUM_THREADS": "1"},
+    "1 thread": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
 }
 # MODEL@QUALITY (a variable-rate model) or MODEL: both ends of the general model's range,
 # its default (66) and one between, and a fixed-rate model
@@ -46,6 +49,7 @@ CHILD = """
 import json, sys
 import numpy as np
 from blendae import codec
+from blendae.codec import container, decode
 from blendae.data import load_blended, to_pixels
 from torch.nn.functional import interpolate
 limit, larger, folder, native = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -63,6 +67,8 @@ for case in cases:
         key = case + suffix
         theirs = [bytes.fromhex(h) for h in theirs_all[key]] if theirs_all else files
         np.save(f"{folder}/decoded-{len(written)}.npy", np.stack(codec.decompress_batch(theirs)))
+        parsed = [container.unpack(f) for f in theirs]
+        np.save(f"{folder}/torchfree-{len(written)}.npy", np.stack(decode.decode_parsed(parsed)))
         written[key] = [d.hex() for d in files]
 json.dump(written, open(f"{folder}/files.json", "w"))
 """
@@ -92,26 +98,32 @@ def main() -> None:
             subprocess.run([*command, *cases], env={**os.environ, **env}, check=True)
             files = json.loads((folder / "files.json").read_text())
             decoded = [np.load(folder / f"decoded-{k}.npy") for k in range(len(files))]
-            results[name] = (files, decoded)
-    files0, decoded0 = results["native"]
+            torchfree = [np.load(folder / f"torchfree-{k}.npy") for k in range(len(files))]
+            results[name] = (files, decoded, torchfree)
+    files0, decoded0, _ = results["native"]
     print(f"{args.limit} blended test images (and the first {larger} upsampled to 128x128, coded")
-    print("in 32x32 patches); each setting decodes the files the native setting wrote, and its")
-    print("own encoder's files are compared with them")
+    print("in 32x32 patches); each setting decodes the files the native setting wrote with both")
+    print("decoders, and its own encoder's files are compared with them")
     total = 0
     for k, case in enumerate(files0):
         print(f"{case}:")
-        for name, (files, decoded) in results.items():
-            mine, native = decoded[k].astype(int), decoded0[k].astype(int)
-            differ = mine != native
-            total += int(differ.sum()) if name != "native" else 0
+        for name, (files, decoded, torchfree) in results.items():
+            native = decoded0[k].astype(int)
+            mine, free = decoded[k].astype(int), torchfree[k].astype(int)
+            differ, free_differ = mine != native, free != native
+            total += int(differ.sum()) + int(free_differ.sum())
             changed = sum(a != b for a, b in zip(files[case], files0[case], strict=True))
             print(
                 f"  {name:>9} {SETTINGS[name] or '(as installed)'}: "
                 f"files differing {changed}/{len(files[case])}"
                 f", decoded values differing {int(differ.sum())}/{differ.size}"
                 f" (max {int(np.abs(mine - native).max())} level)"
+                f", torch-free {int(free_differ.sum())}"
             )
-    print(f"decoded values differing from the native run, all settings and models: {total}")
+    print(
+        "decoded values differing from the native run's torch decoding, all settings, models "
+        f"and both decoders: {total}"
+    )
 
 
 if __name__ == "__main__":
