@@ -1,10 +1,11 @@
 """Every shipped codec decodes to the same pixels under every CPU setting (issue #10).
 
-The same `.bae` files are decoded in subprocesses under PyTorch's, oneDNN's and numpy's
-instruction set dispatch (baseline SSE4.1, AVX2, the machine's own) and with 1 and 2 threads; the
-decoded bytes must be identical. Each subprocess also encodes the images itself (the
-encoder is float, so its bytes may differ) and decodes its own files: the native process
-must decode those to the same pixels, so every machine parses every stream alike.
+The same `.bae` files are decoded in subprocesses under PyTorch's, oneDNN's, numpy's and
+OpenBLAS's instruction set dispatch (baseline SSE4.1, AVX2, the machine's own) and with 1
+and 2 threads, by the torch decoder and by the torch-free one; the decoded bytes must be
+identical. Each subprocess also encodes the images itself (the encoder is float, so its
+bytes may differ) and decodes its own files: the native process must decode those to the
+same pixels, so every machine parses every stream alike.
 """
 
 from __future__ import annotations
@@ -32,19 +33,23 @@ import hashlib, json, sys
 from pathlib import Path
 import numpy as np
 from blendae import codec
+from blendae.codec import container, decode
 folder, out = Path(sys.argv[1]), Path(sys.argv[2])
+digest = lambda images: hashlib.sha256(b"".join(d.tobytes() for d in images)).hexdigest()
 result = {}
 for name in json.loads((folder / "models.json").read_text()):
-    files = sorted((folder / name).glob("*.bae"))
-    decoded = codec.decompress_batch([f.read_bytes() for f in files])
-    result[name] = {"decoded": hashlib.sha256(b"".join(d.tobytes() for d in decoded)).hexdigest()}
+    datas = [f.read_bytes() for f in sorted((folder / name).glob("*.bae"))]
+    result[name] = {
+        "decoded": digest(codec.decompress_batch(datas)),
+        "torch-free": digest(decode.decode_parsed([container.unpack(d) for d in datas])),
+    }
     images = [np.load(f) for f in sorted(folder.glob("image*.npy"))]
     own = codec.compress_batch(images, name)
     (out / name).mkdir(parents=True)
     for i, data in enumerate(own):
         (out / name / f"{i:03d}.bae").write_bytes(data)
     mine = codec.decompress_batch(own)
-    result[name]["own"] = hashlib.sha256(b"".join(d.tobytes() for d in mine)).hexdigest()
+    result[name]["own"] = digest(mine)
 print(json.dumps(result))
 """
 
@@ -102,6 +107,7 @@ def test_decoded_pixels_are_identical_under_every_instruction_set_and_thread_cou
         report = json.loads(result.stdout.strip().splitlines()[-1])
         for name in names:
             assert report[name]["decoded"] == expected[name], (setting, name)
+            assert report[name]["torch-free"] == expected[name], (setting, name)
             own = sorted((out / name).glob("*.bae"))
             here = codec.decompress_batch([f.read_bytes() for f in own])
             assert _digest(here) == report[name]["own"], (setting, name)
