@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import header
+from benchmarks.common import header, interleaved
 from benchmarks.rd import test_images
-from benchmarks.speed_against import ROOT, alternate, arguments, report, run
+from benchmarks.speed_against import ROOT, arguments, report, run
 from blendae.data import STUDY
 
 
@@ -34,7 +34,7 @@ def main() -> None:
             "keep_freed_memory": partial(run, *coding, keep=True),
             "glibc defaults": partial(run, *coding, keep=False),
         }
-        report(alternate(sides, args.rounds))
+        report(interleaved(sides, args.rounds, alternate=True))
 
 
 if __name__ == "__main__":

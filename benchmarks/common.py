@@ -10,12 +10,15 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
 import blendae
 from blendae.training.loop import cpu_has_bf16
+
+T = TypeVar("T")
 
 
 def cpu_name() -> str:
@@ -99,13 +102,18 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 1024, seconds: fl
     return best
 
 
-def interleaved(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
-    """Call each run once per round, in turn, so load from other processes hits all alike.
+def interleaved(
+    runs: dict[str, Callable[[], T]], rounds: int, alternate: bool = False
+) -> dict[str, list[T]]:
+    """Call each run once per round, in turn, so load from other processes hits all alike;
+    `alternate`: each round in the other order than the last (where a run's place in the
+    round moved its speed, as for subprocesses started one after the other here).
 
-    Each run returns a rate (e.g. images/s); the result lists one rate per round.
+    Each run returns its result (e.g. a rate in images/s); the result lists one per round.
     """
-    rates: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            rates[name].append(run())
-    return rates
+    results: dict[str, list[T]] = {name: [] for name in runs}
+    for i in range(rounds):
+        order = list(runs.items())
+        for name, run in order[::-1] if alternate and i % 2 else order:
+            results[name].append(run())
+    return results

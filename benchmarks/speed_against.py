@@ -24,13 +24,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import header
+from benchmarks.common import header, interleaved
 from benchmarks.rd import test_images
 from blendae.data import STUDY
 
@@ -101,16 +100,6 @@ def run(
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def alternate(sides: dict[str, Callable[[], dict]], rounds: int) -> dict[str, list[dict]]:
-    """Each side's results over `rounds`; which side goes first alternates, since a run's
-    place in the pair moved its speed on this machine."""
-    runs: dict[str, list[dict]] = {name: [] for name in sides}
-    for i in range(rounds):
-        for name, side in list(sides.items())[:: 1 if i % 2 == 0 else -1]:
-            runs[name].append(side())
-    return runs
-
-
 def report(runs: dict[str, list[dict]]) -> None:
     """Each side's median rates and page faults, the first side's ratio to the second's,
     and whether every run wrote the same files and decoded the same pixels."""
@@ -173,7 +162,8 @@ def main() -> None:
         rev_model = (args.rev_model, "none") if args.rev_model else (args.model, args.quality)
         theirs = (extract(args.rev, folder / "rev"), images, *rev_model, args.threads)
         sides = {f"this tree ({args.model})": ours, f"{args.rev} ({rev_model[0]})": theirs}
-        report(alternate({name: partial(run, *side) for name, side in sides.items()}, args.rounds))
+        runs = {name: partial(run, *side) for name, side in sides.items()}
+        report(interleaved(runs, args.rounds, alternate=True))
 
 
 if __name__ == "__main__":
