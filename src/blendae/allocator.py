@@ -4,10 +4,11 @@ By default glibc maps blocks above a moving threshold (128 KiB at first) straigh
 system and hands freed memory at the top of its heap back once more than twice that
 threshold is free. A batch of 64 images through a synthesis transform frees and asks again
 for several megabytes per layer, so every batch faulted its buffers in again: 30,000–90,000
-page faults per 1,000 decoded 32×32 images. Fixed thresholds end that: blocks up to 32 MiB
-come from the heap, and up to 128 MiB of freed memory is kept there. On a 2-core machine
-coding then ran 1.13–1.24× faster (`benchmarks/allocator.py`), and the peak memory of coding
-a 2048×2048 image measured the same. `blendae compress` and `decompress` call it; a program
+page faults per 1,000 decoded 32×32 images (the study's test blends). Fixed thresholds end
+that: blocks up to 32 MiB come from the heap, and up to 128 MiB of freed memory is kept
+there. On a 2-core machine coding those blends then ran 1.13–1.24× faster
+(`benchmarks/allocator.py`), and the peak memory of coding a smooth 2048×2048 image
+measured the same. `blendae compress` and `decompress` call it; a program
 that codes many batches may call it too. Other C libraries are left alone.
 """
 

@@ -19,9 +19,9 @@ from blendae.errors import BlendaeError
 from blendae.imagefiles import IMAGE_SUFFIXES, expand, plan_targets, read_image, write_all
 
 # From this many files on, torch's faster decoding may pay for importing it (~1.5 s): with
-# 0.11's torch-free convolutions it ran at 0.76-1.09x torch's speed on the 2-core machine,
-# so torch paid off from 6,500-8,000 files, or never (benchmarks/decode_anywhere.py, six
-# runs; 0.6: 5,400-6,500 files).
+# 0.11's torch-free convolutions it ran at 0.76-1.09x torch's speed on the 2-core machine
+# (1,000 files of the study's test blends), so torch paid off from 6,500-8,000 files, or
+# never (benchmarks/decode_anywhere.py, six runs; 0.6: 5,400-6,500 files).
 TORCH_FROM = 7000
 
 
