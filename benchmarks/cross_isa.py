@@ -8,7 +8,7 @@ OpenBLAS's instruction-set dispatch and thread counts, each decoding the files t
 setting wrote with the torch decoder and with the torch-free one, and prints how many files
 and decoded pixel values differ from the native run's torch decoding.
 
-    python -m benchmarks.cross_isa [--limit 1000] [--models general@0,general@66,q3]
+    python -m benchmarks.cross_isa [--limit 1000] [--models general@0,general@63,q3]
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ SETTINGS = {
     "1 thread": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
 }
 # MODEL@QUALITY (a variable-rate model) or MODEL: both ends of the general model's range,
-# its default (66) and one between, and a fixed-rate model
-MODELS = ("general@0", "general@37", "general@66", "general@100", "q3")
+# its default (63) and one between, the model it replaced at its old default, and a
+# fixed-rate model
+MODELS = ("general@0", "general@37", "general@63", "general@100", "general-0.8@66", "q3")
 
 CHILD = """
 import json, sys

@@ -108,12 +108,15 @@ def export(run: Path, name: str, command: str, dest: Path, quality: int | None =
     return meta
 
 
-def coded_test_metrics(meta_path: Path, splits: BlendedSplits) -> dict[str, float]:
+def coded_test_metrics(
+    meta_path: Path, splits: BlendedSplits, quality: int | None = None
+) -> dict[str, float]:
     """bpp of the real files (header included) and PSNR of their decoding over the whole
-    test set, measured once, after training: what `compress --help` shows."""
+    test set (a variable-rate model at `quality`, default its own), measured once, after
+    training: what `compress --help` shows."""
     pixels = to_pixels(splits.test, splits.preset).round().clamp(0, 255).to(torch.uint8)
     images = list(pixels.permute(0, 2, 3, 1).numpy())
-    files = codec.compress_batch(images, str(meta_path))
+    files = codec.compress_batch(images, str(meta_path), quality)
     decoded = np.stack(codec.decompress_batch(files, str(meta_path))).astype(np.float64)
     mse = float(np.mean((decoded - np.stack(images)) ** 2))
     return {

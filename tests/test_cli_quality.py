@@ -58,7 +58,7 @@ def test_quality_is_recorded_and_decompresses(
 def test_default_quality_is_the_general_model_s(tmp_path: Path) -> None:
     out = compress(tmp_path, None)
     header, _ = container.unpack((out / f"{SAMPLES[0].stem}.bae").read_bytes())
-    assert header.quality == zoo_entries()["general"]["quality"] == 66
+    assert header.quality == zoo_entries()["general"]["quality"] == 63
 
 
 def test_higher_quality_is_larger_and_better(tmp_path: Path) -> None:
@@ -126,9 +126,9 @@ def test_help_lists_the_measured_quality_scale_without_torch() -> None:
     assert out.rstrip().endswith("torch loaded: False")
     meta = zoo_entries()["general"]
     table = meta["qualities"]  # scripts/measure_qualities.py
-    assert {"0", "50", "66", "100"} <= set(table)
+    assert {"0", "50", "63", "100"} <= set(table)
     flat = " ".join(out.split())  # argparse wraps the options' help
-    assert "--quality Q 0..100" in flat and "(default: 66, the general model's)" in flat
+    assert "--quality Q 0..100" in flat and "(default: 63, the general model's)" in flat
     for spec, count in meta["qualities_images"].items():
         assert f"{spec} ({count:,})" in out
     lines = out.splitlines()

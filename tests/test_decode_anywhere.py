@@ -33,7 +33,7 @@ ROOT = Path(__file__).parents[1]
 MODELS = [zoo_folder() / f"{name}.json" for name in zoo_entries()] + sorted(
     ROOT.glob("benchmarks/baseline/*/q*.json")
 )
-QUALITIES = (0, 37, 66, 100)  # the general model's: both ends, its default, one between
+QUALITIES = (0, 37, 63, 100)  # the general model's: both ends, its default, one between
 SRC = str(ROOT / "src")
 
 

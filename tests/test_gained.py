@@ -182,7 +182,9 @@ def test_a_quality_is_refused_for_the_fixed_rate_blend_zoo_and_its_alias_works()
 
 def test_the_general_models_json_names_what_trained_it() -> None:
     meta = zoo_entries()[DEFAULT]
-    assert "mix:" in meta["commands"][-2] and "--model gained" in meta["commands"][-2]
+    trained, resumed, calibrated = meta["commands"][-3:]
+    assert "mix:" in trained and "--model gained" in trained and "--resume" in resumed
+    assert calibrated.startswith("python scripts/calibrate_zoo.py general ")
     assert json.dumps(meta["data"]).count("fashion-mnist") >= 1
 
 

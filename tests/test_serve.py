@@ -19,6 +19,7 @@ pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 from fastapi.testclient import TestClient
 
 from blendae.codec import container, decompress_batch, zoo_entries
+from blendae.codec.zoo import offered
 from blendae.errors import BlendaeError
 from blendae.serve import MISSING_EXTRA, build_app, compare, runs_view, serve
 from serve_fixtures import SAMPLE, bomb_png, make_runs, png_bytes
@@ -61,11 +62,11 @@ def test_page_and_static_files(client: TestClient) -> None:
     assert len(samples) == 16
     assert client.get(samples[0]).headers["content-type"] == "image/png"
     info = client.get("/api/models").json()
-    assert [m["name"] for m in info["models"]] == list(zoo_entries())
+    assert [m["name"] for m in info["models"]] == list(offered())  # not the replaced model
     assert info["slider"] == "general"  # the default model codes at any quality
     qualities = {m["name"]: m["quality"] for m in info["models"]}
-    assert qualities == {name: meta.get("quality") for name, meta in zoo_entries().items()}
-    assert qualities["general"] == 66 and qualities["q3"] is None
+    assert qualities == {name: meta.get("quality") for name, meta in offered().items()}
+    assert qualities["general"] == 63 and qualities["q3"] is None
 
 
 # ---- bad uploads ---------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ def test_compare_is_consistent(compared: dict) -> None:
     original = np.asarray(Image.open(SAMPLE))
     assert (compared["width"], compared["height"], compared["channels"]) == (32, 32, 3)
     assert np.array_equal(pixels_of(compared["original"]["image"]), original)
-    assert [row["blendae"]["setting"] for row in compared["rows"]] == list(zoo_entries())
+    assert [row["blendae"]["setting"] for row in compared["rows"]] == list(offered())
     for row in compared["rows"]:
         for codec, point in row.items():
             assert point["codec"] == codec
@@ -140,8 +141,8 @@ def test_compare_is_consistent(compared: dict) -> None:
     assert sizes == sorted(sizes)  # q0 … q4: more bytes for more quality
     assert compared["slider"] == "general"
     (general,) = [row["blendae"] for row in compared["rows"] if row["blendae"]["quality"]]
-    assert general["setting"] == "general" and general["quality"] == 66  # its JSON's default
-    assert container.unpack(base64.b64decode(general["file"]))[0].quality == 66
+    assert general["setting"] == "general" and general["quality"] == 63  # its JSON's default
+    assert container.unpack(base64.b64decode(general["file"]))[0].quality == 63
 
 
 # ---- the quality slider -------------------------------------------------------------------------

@@ -22,7 +22,7 @@ pytest.importorskip("playwright.sync_api", reason="needs playwright (the test ex
 
 from playwright.sync_api import sync_playwright
 
-from blendae.codec import zoo_entries
+from blendae.codec.zoo import offered
 from blendae.serve import running
 from serve_fixtures import SAMPLE, make_runs
 
@@ -115,7 +115,7 @@ def test_compare_view(page) -> None:
     result = upload(page, str(SAMPLE))
     rows = page.locator("#results .row")
     rows.first.wait_for()
-    assert rows.count() == len(result["rows"]) == len(zoo_entries())
+    assert rows.count() == len(result["rows"]) == len(offered())
     page.wait_for_function(
         "() => [...document.querySelectorAll('#results img')].every((i) => i.complete)"
     )
@@ -167,7 +167,7 @@ def test_sample_button(page) -> None:
         page.click("#sample")
     assert response.value.status == 200
     page.locator("#results .row").first.wait_for()
-    assert page.locator("#results .row").count() == len(zoo_entries())
+    assert page.locator("#results .row").count() == len(offered())
 
 
 def test_bad_upload_shows_the_error(page) -> None:
@@ -256,8 +256,8 @@ def test_quality_slider(page) -> None:
     page.locator("#results .row").first.wait_for()
     slider = page.locator("#quality")
     assert slider.get_attribute("min") == "0" and slider.get_attribute("max") == "100"
-    assert slider.input_value() == "66"  # the general model's default quality
-    assert page.locator("#quality-value").inner_text() == "66"
+    assert slider.input_value() == "63"  # the general model's default quality
+    assert page.locator("#quality-value").inner_text() == "63"
     rows = page.locator("#results .row")
     count = rows.count()
     sizes = {}

@@ -294,10 +294,10 @@ def _shipped_models() -> str:
     quality scale, then the blend zoo with its test-set rate and quality. Read from the
     models' JSON files only: no torch."""
     from blendae.codec import DEFAULT, zoo_entries
-    from blendae.codec.zoo import ALIASES
+    from blendae.codec.zoo import ALIASES, offered
 
     alias = {name: a for a, name in ALIASES.items()}
-    entries = zoo_entries()
+    entries = offered()
     out = []
     for name, meta in entries.items():
         if meta.get("quality") is None:
@@ -325,6 +325,14 @@ def _shipped_models() -> str:
             shown = f"{alias[name]} ({name})" if name in alias else name
             scores = _scores(final.get("test_bpp"), final.get("test_psnr"))
             out.append(f"    {shown:<15}{scores}" + (" (default)" if name == DEFAULT else ""))
+    for name, meta in zoo_entries().items():
+        if "superseded_by" in meta:
+            note = (
+                f"{name}: the {meta['superseded_by']} model of blendae {meta['shipped_in']}, "
+                f"replaced by {meta['superseded_by']}; kept so that its files decode "
+                f"(--model {name} still codes with it)"
+            )
+            out += ["", *_wrapped(note)]
     return "shipped models (--model NAME):\n" + "\n".join(out).rstrip()
 
 

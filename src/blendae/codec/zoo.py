@@ -28,13 +28,20 @@ def zoo_folder() -> Path:
 
 @lru_cache(maxsize=1)
 def zoo_entries() -> dict[str, dict[str, Any]]:
-    """Name → metadata of every shipped codec model, in name order."""
+    """Name → metadata of every shipped codec model, in name order, models that a newer one
+    replaced last (they are kept so that their files decode)."""
     found: dict[str, dict[str, Any]] = {}
     for meta_path in sorted(zoo_folder().glob("*.json")):
         if meta_path.stem not in NOT_CODECS:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             found[meta["name"]] = meta
-    return found
+    return dict(sorted(found.items(), key=lambda item: "superseded_by" in item[1]))
+
+
+def offered() -> dict[str, dict[str, Any]]:
+    """The shipped models a user picks from (what help and the compare page list): all but
+    those a newer model replaced, which stay in the zoo so that their files decode."""
+    return {name: meta for name, meta in zoo_entries().items() if "superseded_by" not in meta}
 
 
 def canonical(name: str) -> str:

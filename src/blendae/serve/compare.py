@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from blendae.codec import DEFAULT, compress_batch, container, decompress_batch, zoo_entries
+from blendae.codec.zoo import offered
 from blendae.errors import BlendaeError
 
 MAX_UPLOAD_BYTES = 4 << 20  # 4 MiB: far above any image this page is meant for
@@ -120,7 +121,7 @@ def variable_rate(name: str) -> bool:
 def slider_model() -> str | None:
     """The model the page's quality slider drives: the default model when it is variable-rate,
     else the first variable-rate one; None when none is shipped."""
-    names = [name for name in zoo_entries() if variable_rate(name)]
+    names = [name for name in offered() if variable_rate(name)]
     return DEFAULT if DEFAULT in names else next(iter(names), None)
 
 
@@ -147,7 +148,7 @@ def blendae_point(pixels: np.ndarray, name: str, quality: int | None = None) -> 
 
 def blendae_points(pixels: np.ndarray, quality: int | None = None) -> list[Point]:
     """The image coded by every shipped model (zoo order), variable-rate ones at `quality`."""
-    return [blendae_point(pixels, name, quality) for name in zoo_entries()]
+    return [blendae_point(pixels, name, quality) for name in offered()]
 
 
 def decode_bae(data: bytes) -> np.ndarray:
@@ -264,7 +265,7 @@ def shipped_models() -> list[dict[str, Any]]:
     """Name, the recorded test bpp/PSNR and (variable-rate models) the default quality and
     measured quality scale of every shipped model, for the page's legend and slider."""
     out = []
-    for name, meta in zoo_entries().items():
+    for name, meta in offered().items():
         final = meta.get("final_metrics", {})
         out.append(
             {

@@ -185,7 +185,7 @@ function stem(name) {
   return name.replace(/\.[^.]*$/, "") || "image";
 }
 
-/** A point's label: the model or quality, and a variable-rate model's quality ("general q66"). */
+/** A point's label: the model or quality, and a variable-rate model's quality ("general q63"). */
 function settingOf(point) {
   return point.quality === null || point.quality === undefined ?
     point.setting : `${point.setting} q${point.quality}`;
