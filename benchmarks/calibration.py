@@ -1,5 +1,5 @@
 """What calibrating the exact decoders' ranges gained: the general model against the one it
-replaced (general-0.8, the same weights with the ranges training left), in real files.
+replaced (general-0.7, the same weights with the ranges training left), in real files.
 
 1. Where the old ranges cost: on the first 1,000 CIFAR-10 validation images (training images
    45,000 on), the PSNR of the float decoder, of the exact one, and of the exact one with
@@ -37,7 +37,7 @@ from blendae.allocator import keep_freed_memory
 from blendae.data import STUDY, load_data, to_pixels
 from blendae.models.exact import RangeTracker
 
-OLD, NEW = "general-0.8", "general"
+OLD, NEW = "general-0.7", "general"
 SETS = (
     "cifar10",
     "mnist",

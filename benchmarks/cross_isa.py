@@ -44,7 +44,7 @@ SETTINGS = {
 # MODEL@QUALITY (a variable-rate model) or MODEL: both ends of the general model's range,
 # its default (63) and one between, the model it replaced at its old default, and a
 # fixed-rate model
-MODELS = ("general@0", "general@37", "general@63", "general@100", "general-0.8@66", "q3")
+MODELS = ("general@0", "general@37", "general@63", "general@100", "general-0.7@66", "q3")
 
 CHILD = """
 import json, sys

@@ -1,5 +1,5 @@
 """Calibrate a shipped model's exact decoders on training images (`models.calibrate`):
-`python scripts/calibrate_zoo.py general --keep-as general-0.8 --shipped-in 0.8-0.11`.
+`python scripts/calibrate_zoo.py general --keep-as general-0.7 --shipped-in 0.7-0.11`.
 
 The calibration images are the first --count training images of each set the general
 model trained on, and of the two digit sets inverted (an augmentation it trained with);
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("model", help="a variable-rate zoo model, e.g. general")
     parser.add_argument("--keep-as", required=True, help="zoo name the uncalibrated model keeps")
     parser.add_argument(
-        "--shipped-in", required=True, help="the releases that shipped it, e.g. 0.8-0.11"
+        "--shipped-in", required=True, help="the releases that shipped it, e.g. 0.7-0.11"
     )
     parser.add_argument("--count", type=int, default=300, help="training images per set")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")

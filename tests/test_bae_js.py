@@ -150,7 +150,7 @@ def test_the_general_model_decodes_as_python_does_at_every_quality(
 def test_golden_files_decode_in_the_browser(models_page: Page) -> None:
     """tests/data's files of the shipped models (0.5's q3, 0.7's general, 0.8's version 3
     files of both, 0.9's version 4 files in patches) decode to the pixels recorded when
-    they were written; 0.7–0.9's general files with that model, now `general-0.8`."""
+    they were written; 0.7–0.9's general files with that model, now `general-0.7`."""
     import hashlib
     import json
 
@@ -161,7 +161,7 @@ def test_golden_files_decode_in_the_browser(models_page: Page) -> None:
             names.append(name)
             files.append((data / name).read_bytes())
             want.append(one["sha256"])
-    urls = [f"/models/{name}.json" for name in ("q3", "general", "general-0.8")]
+    urls = [f"/models/{name}.json" for name in ("q3", "general", "general-0.7")]
     results, _ = decode_in_page(models_page, urls, files)
     for name, got, sha in zip(names, results, want, strict=True):
         assert "pixels" in got, f"{name}: {got.get('error')}"
@@ -302,7 +302,7 @@ def test_the_compare_page_decodes_in_the_browser(page: Page) -> None:  # noqa: F
         "() => [...document.querySelectorAll('#results figure[data-codec=blendae]')]"
         ".every((f) => f.dataset.browser)"
     )
-    shipped = len(offered())  # the general model and q0 … q4 (not the replaced general-0.8)
+    shipped = len(offered())  # the general model and q0 … q4 (not the replaced general-0.7)
     assert checks.count() == len(result["rows"]) == shipped == 6
     for i in range(shipped):
         assert checks.nth(i).inner_text() == (

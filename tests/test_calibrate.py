@@ -14,7 +14,7 @@ from blendae.models.calibrate import calibrate
 from blendae.models.exact import RangeTracker
 from blendae.training.losses import rate_distortion
 
-OLDNEW = ("general-0.8", "general")
+OLDNEW = ("general-0.7", "general")
 SMALL = {"N": 8, "M": 4, "Nh": 4, "Z": 2, "context": 8, "levels": 3, "lmbda": [0.01, 0.2]}
 
 
@@ -88,11 +88,11 @@ def test_calibration_refuses_a_model_without_frozen_tables() -> None:
 
 def test_the_replaced_general_model_still_decodes_but_is_not_offered() -> None:
     kept = [name for name, meta in zoo_entries().items() if "superseded_by" in meta]
-    assert kept == ["general-0.8"] and "general-0.8" not in offered()
-    assert zoo_entries()["general"]["calibration"]["from"] == zoo_entries()["general-0.8"]["id"]
+    assert kept == ["general-0.7"] and "general-0.7" not in offered()
+    assert zoo_entries()["general"]["calibration"]["from"] == zoo_entries()["general-0.7"]["id"]
     images = list((smooth_images(8, 2) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
     images = [np.ascontiguousarray(im) for im in images]
-    old = api.compress_batch(images, "general-0.8", 80)
+    old = api.compress_batch(images, "general-0.7", 80)
     new = api.compress_batch(images, "general", 80)
     assert old != new  # two models, two ids
     # each file finds its own model by its id, without --model
@@ -107,4 +107,4 @@ def test_the_calibrated_general_model_decodes_closer_to_its_float_decoder(qualit
     quality 100); the calibrated model's exact pixels come closer to its float decoder's."""
     x = smooth_images(64, 3)
     gaps = {name: exact_float_gap(api.load_codec(name).model, x, quality) for name in OLDNEW}
-    assert gaps["general"] < 0.75 * gaps["general-0.8"]
+    assert gaps["general"] < 0.75 * gaps["general-0.7"]

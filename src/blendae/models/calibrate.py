@@ -3,7 +3,7 @@
 An exact network (`exact.py`) quantizes each layer's input to 12-bit integers over a range
 its `RangeTracker` set in training: the largest value seen (with a slow decay), times
 HEADROOM. One wild batch sets that maximum, and the common values then get few levels. In
-the general model of 0.8–0.11 the last synthesis layer's range was ±28.8 for inputs whose
+the general model of 0.7–0.11 the last synthesis layer's range was ±28.8 for inputs whose
 mean magnitude is 0.06: its exact decoder lost 0.75 dB at quality 100 on CIFAR-10 against
 its float one, and the context model's single range, set by the large latents of quality
 100, cost about 5 % of the bits at quality 0.
