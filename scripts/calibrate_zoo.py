@@ -65,7 +65,7 @@ def main() -> None:
     src = zoo / f"{args.model}.json"
     kept = zoo / f"{args.keep_as}.json"
     if kept.exists():
-        raise SystemExit(f"{kept} exists: choose another --keep-as")
+        raise SystemExit(f"{kept} exists (left by an interrupted run?): remove it, or pick another")
     meta = json.loads(src.read_text(encoding="utf-8"))
     model = build_model(meta["model"], **meta["model_args"])
     model.load_state_dict(load_file(str(src.with_suffix(".safetensors"))))
