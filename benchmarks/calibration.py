@@ -34,18 +34,11 @@ from benchmarks.common import header, interleaved
 from benchmarks.rd import Point, bd_or_reason, percent, test_images
 from blendae import codec
 from blendae.allocator import keep_freed_memory
+from blendae.codec.zoo import training_sets
 from blendae.data import STUDY, load_data, to_pixels
 from blendae.models.exact import RangeTracker
 
 OLD, NEW = "general-0.7", "general"
-SETS = (
-    "cifar10",
-    "mnist",
-    "fashion-mnist",
-    "blend:cifar10+mnist",
-    "blend:cifar10+fashion-mnist",
-    "blend:mnist+fashion-mnist",
-)
 QUALITIES = tuple(range(0, 101, 10))
 VALIDATION = 45_000  # the study's blends and CIFAR-10: training images from here on
 
@@ -185,7 +178,7 @@ def main() -> None:
     print("1. where the old ranges cost (CIFAR-10, training images 45,000-45,999):")
     where_it_cost(training_tail("cifar10", VALIDATION, 1000, args.mirror))
     print(f"2. validation images (the last {args.count} training images of each set):")
-    for spec in SETS:
+    for spec in training_sets(codec.zoo_entries()[NEW]):
         images = list(training_tail(spec, None, args.count, args.mirror))
         compare(spec, images)
         if spec in ("mnist", "fashion-mnist"):

@@ -1,13 +1,14 @@
 """Calibrate a shipped model's exact decoders on training images (`models.calibrate`):
 `python scripts/calibrate_zoo.py general --keep-as general-0.7 --shipped-in 0.7-0.11`.
 
-The calibration images are the first --count training images of each set the general
-model trained on, and of the two digit sets inverted (an augmentation it trained with);
-never validation or test images. The model keeps every weight; only its activation ranges
-change, so it gets a new id and is written as a new zoo model under its own name. The model
-it replaces stays in the zoo as --keep-as, so the files it wrote still decode (a file names
-its model by id). Rerun `scripts/measure_qualities.py` afterwards: its qualities table and
-test metrics are measured anew here only for the test metrics.
+The calibration images are the first --count training images of each set the model trained
+on (its JSON's data manifest), and of the digit sets among them inverted (an augmentation it
+trained with); never validation or test images. The model keeps every weight; only its
+activation ranges change, so it gets a new id and is written as a new zoo model under its
+own name. The model it replaces stays in the zoo as --keep-as, so the files it wrote still
+decode (a file names its model by id). This drops the model's quality scale: rerun
+`scripts/measure_qualities.py --default-as-good-as q3` afterwards, which measures the scale,
+the default quality and the default's test metrics anew.
 """
 
 from __future__ import annotations
@@ -24,19 +25,12 @@ from export_zoo import _storage, coded_test_metrics
 from safetensors.torch import load_file, save_file
 
 from blendae.codec import loader
+from blendae.codec.zoo import training_sets
 from blendae.data import load_blended, load_data, to_pixels
 from blendae.files import atomic_write, write_json
 from blendae.models import build_model
 from blendae.models.calibrate import calibrate
 
-SETS = (
-    "cifar10",
-    "mnist",
-    "fashion-mnist",
-    "blend:cifar10+mnist",
-    "blend:cifar10+fashion-mnist",
-    "blend:mnist+fashion-mnist",
-)
 INVERTED = ("mnist", "fashion-mnist")
 QUALITIES = (0, 20, 40, 60, 80, 100)
 
@@ -69,8 +63,12 @@ def main() -> None:
     meta = json.loads(src.read_text(encoding="utf-8"))
     model = build_model(meta["model"], **meta["model_args"])
     model.load_state_dict(load_file(str(src.with_suffix(".safetensors"))))
-    sets = {spec: training_images(spec, args.count, args.mirror) for spec in SETS}
-    sets.update({f"{s} inverted": 1 - sets[s] for s in INVERTED})
+    specs = training_sets(meta)
+    if not specs:
+        raise SystemExit(f"{src} records no training sets to calibrate on")
+    sets = {spec: training_images(spec, args.count, args.mirror) for spec in specs}
+    sets.update({f"{s} inverted": 1 - sets[s] for s in INVERTED if s in sets})
+    before = {k: float(v) for k, v in model.state_dict().items() if k.endswith(".amax")}
     start = time.perf_counter()
     result = calibrate(model.eval(), sets, QUALITIES, log=lambda line: print(line, flush=True))
     seconds = time.perf_counter() - start
@@ -82,8 +80,6 @@ def main() -> None:
     stored = {k: _storage(v, k in parameters) for k, v in model.state_dict().items()}
     reloaded = build_model(meta["model"], **meta["model_args"])
     reloaded.load_state_dict(stored)
-    before = {k: float(v) for k, v in load_file(str(src.with_suffix(".safetensors"))).items()
-              if k in result.ranges}  # fmt: skip
     calibrated = {
         **meta,
         "id": loader.model_id(reloaded).hex(),

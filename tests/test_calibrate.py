@@ -12,26 +12,15 @@ from blendae.codec.zoo import offered, zoo_entries
 from blendae.models import build_model
 from blendae.models.calibrate import calibrate
 from blendae.models.exact import RangeTracker
-from blendae.training.losses import rate_distortion
+from test_gained import SMALL, few_steps
 
 OLDNEW = ("general-0.7", "general")
-SMALL = {"N": 8, "M": 4, "Nh": 4, "Z": 2, "context": 8, "levels": 3, "lmbda": [0.01, 0.2]}
 
 
 def wild_model() -> torch.nn.Module:
     """A tiny gained model after a few steps, whose last g_s range and context range a wild
     batch had blown up 64×, tables frozen."""
-    torch.manual_seed(0)
-    model = build_model("gained", **SMALL)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    x = torch.rand(8, 3, 32, 32)
-    model.train()
-    for _ in range(3):
-        loss, _ = rate_distortion(model(x), {"x": x}, None)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    model = few_steps()
     for net in (model.g_s, model.ctx):
         last = [m for m in net if isinstance(m, RangeTracker)][-1]
         last.amax.mul_(64)

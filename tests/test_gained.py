@@ -21,9 +21,8 @@ from blendae.training.losses import objective_for, rate_distortion
 SMALL = {"N": 8, "M": 4, "Nh": 4, "Z": 2, "context": 8, "levels": 3, "lmbda": [0.01, 0.2]}
 
 
-@pytest.fixture(scope="module")
-def trained() -> torch.nn.Module:
-    """A tiny gained model after a few steps, with its tables frozen."""
+def few_steps() -> torch.nn.Module:
+    """A tiny gained model after a few training steps, in eval mode, tables not frozen."""
     torch.manual_seed(0)
     model = build_model("gained", **SMALL)
     opt = torch.optim.Adam(model.parameters(), 1e-2)
@@ -34,7 +33,13 @@ def trained() -> torch.nn.Module:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    model.eval()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def trained() -> torch.nn.Module:
+    """A tiny gained model after a few steps, with its tables frozen."""
+    model = few_steps()
     model.update()
     return model
 

@@ -44,6 +44,13 @@ def offered() -> dict[str, dict[str, Any]]:
     return {name: meta for name, meta in zoo_entries().items() if "superseded_by" not in meta}
 
 
+def training_sets(meta: dict[str, Any]) -> list[str]:
+    """The `--data` specs of the image sets a zoo model trained on (a mixture's parts, from
+    its JSON's data manifest; [] for a model of the study's blends alone)."""
+    manifest = meta.get("data", {}).get("manifest") or {}
+    return [part["data"] for part in manifest.get("parts", [])]
+
+
 def canonical(name: str) -> str:
     """A shipped model's name with its alias resolved (blend-q3 → q3); others unchanged."""
     return ALIASES.get(name, name)

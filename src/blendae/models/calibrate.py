@@ -111,11 +111,12 @@ def _descend(
     model: MeanScaleHyperprior,
     nets: Sequence[str],
     score: Callable[[], float],
+    best: float,
     log: Callable[[str], None],
-) -> None:
-    """Coordinate descent on the trackers of `nets`: each range in turn takes the grid
-    factor with the best score (lower is better), first coarse, then fine."""
-    best = score()
+) -> float:
+    """Coordinate descent on the trackers of `nets` from the score `best` of the current
+    ranges: each range in turn takes the grid factor with the best score (lower is better),
+    first coarse, then fine; → the best score."""
     for factors in (COARSE, FINE):
         for net in nets:
             for name, tracker in _trackers(model, net):
@@ -130,6 +131,7 @@ def _descend(
                 tracker.amax.fill_(chosen)
                 _rebuild(model, net)
                 log(f"  {name}: {start:.4g} -> {chosen:.4g} (score {best:.5f})")
+    return best
 
 
 @torch.no_grad()
@@ -158,11 +160,13 @@ def calibrate(
         bits_before = _rate_score(model, cases)
         psnr_before = _pixel_score(model, cases)
         log(f"rate networks {', '.join(nets)}: mean log2 bits {bits_before:.5f}")
-        _descend(model, nets, lambda: _rate_score(model, cases), log)
+        _descend(model, nets, lambda: _rate_score(model, cases), bits_before, log)
         bits_after = _rate_score(model, cases)  # leaves the ŷ of the chosen ranges
-        log(f"g_s: mean PSNR {_pixel_score(model, cases):.4f} dB with the new ŷ")
-        _descend(model, PIXEL_NETS, lambda: -_pixel_score(model, cases), log)
-        psnr_after = _pixel_score(model, cases)
+        psnr_start = _pixel_score(model, cases)
+        log(f"g_s: mean PSNR {psnr_start:.4f} dB with the new ŷ")
+        psnr_after = -_descend(
+            model, PIXEL_NETS, lambda: -_pixel_score(model, cases), -psnr_start, log
+        )
     finally:
         _at_quality(model, default)
     ranges = {
