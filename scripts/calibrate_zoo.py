@@ -70,7 +70,8 @@ def main() -> None:
     sets.update({f"{s} inverted": 1 - sets[s] for s in INVERTED if s in sets})
     before = {k: float(v) for k, v in model.state_dict().items() if k.endswith(".amax")}
     start = time.perf_counter()
-    result = calibrate(model.eval(), sets, QUALITIES, log=lambda line: print(line, flush=True))
+    cases = [(x, quality) for x in sets.values() for quality in QUALITIES]
+    result = calibrate(model.eval(), cases, log=lambda line: print(line, flush=True))
     seconds = time.perf_counter() - start
     print(
         f"mean log2 bits {result.bits_before:.4f} -> {result.bits_after:.4f}, "

@@ -59,7 +59,8 @@ def export(run: Path, name: str, command: str, dest: Path, quality: int | None =
     reloaded.load_state_dict(stored)  # converts back to the model's dtypes
     # The blend's manifest (from the cache) names the exact source files and preset.
     splits = load_blended(config.preset, mirror=config.mirror, cache=config.cache, progress=False)
-    metrics = runs.load_state(run)["metrics"]
+    state = runs.load_state(run)
+    metrics = state["metrics"]
     commands, seconds = lineage(run)
     train_images = len(splits.train) - (config.val or 0)
     data = {
@@ -72,7 +73,7 @@ def export(run: Path, name: str, command: str, dest: Path, quality: int | None =
         data = {
             "train": f"--data {config.data}",
             "validation": f"{config.val:,} training images held out" if config.val else None,
-            "manifest": runs.load_state(run).get("data"),
+            "manifest": state.get("data"),
         }
     meta = {
         "name": name,
@@ -94,6 +95,9 @@ def export(run: Path, name: str, command: str, dest: Path, quality: int | None =
         "train_seconds": round(seconds, 1),  # every stage's epochs (see `lineage`)
         "torch": torch.__version__,
     }
+    calibration = state.get("calibration")
+    if calibration:  # the ranges training chose at its end (`training.loop._calibrate`)
+        meta["calibration"] = calibration
     if reloaded.patches:  # a larger image is coded as patches of the training images' side
         meta["patch"] = config.size
     if quality is not None:

@@ -49,10 +49,10 @@ def exact_float_gap(model: torch.nn.Module, x: torch.Tensor, quality: int) -> fl
 def test_calibration_recovers_what_blown_up_ranges_cost_and_codes_as_it_decodes() -> None:
     model = wild_model()
     before = {k: float(v) for k, v in model.state_dict().items() if k.endswith("amax")}
-    sets = {"smooth": smooth_images(8, 0), "noise": torch.rand(8, 3, 32, 32)}
+    sets = (smooth_images(8, 0), torch.rand(8, 3, 32, 32))
     held_out = smooth_images(16, 4)
     gaps = [exact_float_gap(model, held_out, q) for q in (0, 100)]
-    result = calibrate(model, sets, [0, 100])
+    result = calibrate(model, [(x, q) for x in sets for q in (0, 100)])
     after = [exact_float_gap(model, held_out, q) for q in (0, 100)]
     assert all(a < g / 2 for a, g in zip(after, gaps, strict=True)), (after, gaps)
     assert result.psnr_after > result.psnr_before
@@ -72,7 +72,7 @@ def test_calibration_recovers_what_blown_up_ranges_cost_and_codes_as_it_decodes(
 def test_calibration_refuses_a_model_without_frozen_tables() -> None:
     model = build_model("gained", **SMALL).eval()
     with pytest.raises(ValueError, match="updated"):
-        calibrate(model, {"x": torch.rand(2, 3, 32, 32)}, [50])
+        calibrate(model, [(torch.rand(2, 3, 32, 32), 50)])
 
 
 def test_the_replaced_general_model_still_decodes_but_is_not_offered() -> None:

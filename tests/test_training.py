@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from blendae import runs
 from blendae.config import RunConfig
@@ -279,8 +280,6 @@ def test_stop_hook_ends_the_run_at_that_step(tiny_splits: BlendedSplits, tmp_pat
 def test_non_finite_weights_are_refused_when_loaded(
     tiny_splits: BlendedSplits, tmp_path: Path
 ) -> None:
-    from safetensors.torch import load_file, save_file
-
     out = tmp_path / "run"
     loop.train(_config(epochs=1), out, tiny_splits)
     weights = load_file(out / runs.WEIGHTS)
@@ -353,6 +352,51 @@ def test_a_validation_split_is_the_last_training_images_and_never_trained_on(
     assert _strip_time(with_val) == _strip_time(by_hand)
     with pytest.raises(BlendaeError, match="--val 96 leaves no training images"):
         loop.train(_config(val=96), tmp_path / "none", tiny_splits, progress=False)
+
+
+def test_a_finished_codec_run_calibrates_its_exact_decoders(
+    tiny_splits: BlendedSplits, tmp_path: Path
+) -> None:
+    """A range that a wild start left 1,000× too wide (training only lets the recorded
+    maximum decay slowly) is cut at the end of the run, on training images; the run's state
+    records it, and the saved model codes what its exact decoder decodes."""
+    small = {"N": 8, "M": 8, "Nh": 8, "Z": 4, "context": 8}
+    wild = build_model("hyperprior", **small)
+    last = "g_s.9.amax"  # the range of the synthesis' last convolution
+    wild.get_buffer(last).fill_(1000.0)
+    save_file(wild.state_dict(), str(tmp_path / "wild.safetensors"))
+    (tmp_path / "wild.json").write_text("{}")
+    config = _config(
+        model="hyperprior", model_args=small, lmbda=0.01, epochs=1,
+        init_from=str(tmp_path / "wild.json"),
+    )  # fmt: skip
+    loop.train(config, tmp_path / "run", tiny_splits, progress=False)
+    record = runs.load_state(tmp_path / "run")["calibration"]
+    assert record["images"] == 96 and record["qualities"] == [None]  # all 96 training images
+    assert record["trained_ranges"][last] > 900
+    bits, psnr = record["mean_log2_bits"], record["mean_psnr"]
+    assert bits[1] <= bits[0] and psnr[1] > psnr[0]
+    model = runs.load_model(tmp_path / "run")[1].eval()
+    assert float(model.get_buffer(last)) < record["trained_ranges"][last] / 2
+    x = tiny_splits.train[:16]
+
+    def exact_minus_float() -> float:
+        with torch.no_grad():
+            exact = model(x)["x_hat"]
+            model._exact_current = False  # the float networks
+            floating = model(x)["x_hat"]
+            model._exact_current = True
+        return float((exact - floating).square().mean())
+
+    calibrated = exact_minus_float()
+    for name, value in record["trained_ranges"].items():
+        model.get_buffer(name).fill_(value)
+    model._build_exact()
+    assert calibrated < exact_minus_float() / 4
+    x = tiny_splits.test[:4]
+    decoded = model.decompress(model.compress(x), (32, 32))
+    with torch.no_grad():
+        assert torch.equal(decoded, model(x)["x_hat"])
 
 
 def test_init_from_starts_a_larger_model_from_a_trained_one(

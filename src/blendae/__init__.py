@@ -10,4 +10,4 @@ from blendae.errors import BlendaeError
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __all__ = ["BlendaeError", "__version__"]
-__version__ = "0.12.0"
+__version__ = "0.13.0"

@@ -11,12 +11,15 @@ its float one, and the context model's single range, set by the large latents of
 `calibrate` sets each tracker's range anew, by coordinate descent over a grid of factors of
 its current value, on images given: first the networks that predict the entropy parameters
 (h_s, the context model's ctx and ep), for the fewest coded bits, then g_s for the best
-decoded pixels. Both scores are means over images sets × qualities in the log domain (bits
-as log bits, pixels as PSNR), so that every set and quality counts alike and no set's
-larger errors outweigh the others. Values beyond a range saturate (a clamp, exact on every
+decoded pixels. Both scores are means over cases (a set of images at one quality) in the log
+domain (bits as log bits, pixels as PSNR), so that every set and quality counts alike and no
+set's larger errors outweigh the others. Values beyond a range saturate (a clamp, exact on every
 machine). Only the ranges change, so every decoder (torch, numpy, the browser) derives the
 calibrated integer networks with its code unchanged; a calibrated model is a new model, with
 its own id.
+
+Training calibrates every hyperprior codec at its end (`training.loop`), on its training
+images; `scripts/calibrate_zoo.py` calibrated the shipped general model, trained before.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ COARSE = tuple(2.0 ** (k / 2) for k in range(-12, 3))  # factors of the start tr
 FINE = (2.0**-0.25, 2.0**-0.125, 2.0**0.125, 2.0**0.25)  # then around the best
 RATE_NETS = ("h_s", "ctx", "ep")  # they predict the Gaussian's mean and scale
 PIXEL_NETS = ("g_s",)
+Pixels = Callable[[Tensor], Tensor]  # the model's input space → 0..255 pixel values
 
 
 @dataclass
@@ -53,9 +57,9 @@ class Calibration:
     """The ranges chosen (tracker name → amax) and the scores before and after."""
 
     ranges: dict[str, float]
-    bits_before: float  # mean log2 of the coded bits of y, over sets × qualities
+    bits_before: float  # mean log2 of the coded bits of y, over the cases
     bits_after: float
-    psnr_before: float  # mean PSNR of the exact decoding, over sets × qualities
+    psnr_before: float  # mean PSNR of the exact decoding, over the cases
     psnr_after: float
 
 
@@ -77,10 +81,15 @@ def _rebuild(model: nn.Module, net: str) -> None:
     setattr(model, f"{net}_exact", ExactSequential.from_float(getattr(model, net)))
 
 
-def _psnr(x_hat: Tensor, x: Tensor) -> float:
-    """PSNR of the decoded 8-bit pixels (inputs in [0, 1], as the unit preset's)."""
-    pixels = (x_hat.clamp(0, 1) * 255).round()
-    mse = float((pixels - x * 255).square().mean())
+def unit_pixels(x: Tensor) -> Tensor:
+    """The unit preset's input space, [0, 1], as 0..255 pixel values."""
+    return x * 255
+
+
+def _psnr(x_hat: Tensor, x: Tensor, pixels: Pixels) -> float:
+    """PSNR of the decoded 8-bit pixels against the input's."""
+    decoded = pixels(x_hat).clamp(0, 255).round()
+    mse = float((decoded - pixels(x)).square().mean())
     return 10 * math.log10(255**2 / max(mse, 1e-10))
 
 
@@ -98,12 +107,12 @@ def _rate_score(model: MeanScaleHyperprior, cases: list[_Case]) -> float:
 
 
 @torch.no_grad()
-def _pixel_score(model: MeanScaleHyperprior, cases: list[_Case]) -> float:
+def _pixel_score(model: MeanScaleHyperprior, cases: list[_Case], pixels: Pixels) -> float:
     """Mean PSNR of the exact decoding of each case's ŷ."""
     total = 0.0
     for case in cases:
         _at_quality(model, case.quality)
-        total += _psnr(model.g_s_exact(model._out(case.y_hat)), case.x)
+        total += _psnr(model.g_s_exact(model._out(case.y_hat)), case.x, pixels)
     return total / len(cases)
 
 
@@ -137,35 +146,35 @@ def _descend(
 @torch.no_grad()
 def calibrate(
     model: MeanScaleHyperprior,
-    sets: dict[str, Tensor],
-    qualities: Sequence[int | None],
+    cases: Sequence[tuple[Tensor, int | None]],
     log: Callable[[str], None] = lambda _: None,
+    pixels: Pixels = unit_pixels,
 ) -> Calibration:
-    """Choose `model`'s tracker ranges (in place) from images `sets` (name → images in the
-    model's input space) at `qualities` (None for a fixed-rate model); the model must be
-    updated (its entropy tables frozen). The encoder's side is unchanged."""
+    """Choose `model`'s tracker ranges (in place) from `cases`: (images in the model's input
+    space, the quality to code them at, None for a fixed-rate model); `pixels` maps that
+    space to 0..255. The model must be updated (its entropy tables frozen). The encoder's
+    side is unchanged."""
     if not model.is_updated:
         raise ValueError("calibrate an updated model (its entropy tables frozen)")
     model.eval()
     default = getattr(model, "quality", None)
-    cases = []
-    for x in sets.values():
-        for quality in qualities:
-            _at_quality(model, quality)
-            y = model._into(model.g_a(x))
-            z_hat, _ = model.entropy_bottleneck(model.h_a(y))
-            cases.append(_Case(x, quality, y, z_hat))
+    chosen = []
+    for x, quality in cases:
+        _at_quality(model, quality)
+        y = model._into(model.g_a(x))
+        z_hat, _ = model.entropy_bottleneck(model.h_a(y))
+        chosen.append(_Case(x, quality, y, z_hat))
     try:
         nets = [n for n in RATE_NETS if hasattr(model, n)]
-        bits_before = _rate_score(model, cases)
-        psnr_before = _pixel_score(model, cases)
+        bits_before = _rate_score(model, chosen)
+        psnr_before = _pixel_score(model, chosen, pixels)
         log(f"rate networks {', '.join(nets)}: mean log2 bits {bits_before:.5f}")
-        _descend(model, nets, lambda: _rate_score(model, cases), bits_before, log)
-        bits_after = _rate_score(model, cases)  # leaves the ŷ of the chosen ranges
-        psnr_start = _pixel_score(model, cases)
+        _descend(model, nets, lambda: _rate_score(model, chosen), bits_before, log)
+        bits_after = _rate_score(model, chosen)  # leaves the ŷ of the chosen ranges
+        psnr_start = _pixel_score(model, chosen, pixels)
         log(f"g_s: mean PSNR {psnr_start:.4f} dB with the new ŷ")
         psnr_after = -_descend(
-            model, PIXEL_NETS, lambda: -_pixel_score(model, cases), -psnr_start, log
+            model, PIXEL_NETS, lambda: -_pixel_score(model, chosen, pixels), -psnr_start, log
         )
     finally:
         _at_quality(model, default)
