@@ -19,7 +19,9 @@ ones.
 
 This is a small-budget proxy of the comparison issue #20 asks for (the shipped general model
 trained 18 epochs on 324,000 images on a GPU); its runs land in runs/variable-rate-cost/ and
-are reused when the script runs again with the same budget.
+are reused when the script runs again with the same budget. Since 0.13 every run calibrates
+its exact decoders at its end (`training.loop`); the script refuses runs an earlier release
+left there, which did not.
 
     python -m benchmarks.variable_rate_cost [--limit-train 20000] [--epochs 2] [--threads 2]
 """
@@ -39,7 +41,7 @@ import torch
 
 from benchmarks.common import header
 from benchmarks.rd import Point, bd_or_reason, percent, saving_line
-from blendae import codec
+from blendae import codec, runs
 from blendae.data import load_data, to_pixels
 
 DATA = "blend:cifar10+mnist"
@@ -65,6 +67,8 @@ def train(name: str, model: str, args: dict, extra: list[str], opts: argparse.Na
     """One `blendae train` run (skipped when this budget's model is there already)."""
     out = OUT / f"{opts.limit_train}x{opts.epochs}" / name
     if (out / "model.safetensors").exists():
+        if "calibration" not in runs.load_state(out):
+            sys.exit(f"{out} was trained before 0.13 (not calibrated at its end): move {OUT} away")
         return out
     command = [
         sys.executable, "-m", "blendae", "train", "--model", model,

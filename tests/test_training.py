@@ -397,6 +397,13 @@ def test_a_finished_codec_run_calibrates_its_exact_decoders(
     decoded = model.decompress(model.compress(x), (32, 32))
     with torch.no_grad():
         assert torch.equal(decoded, model(x)["x_hat"])
+    # a damaged record is named as such when the run is resumed for more epochs
+    ckpt = runs.load_checkpoint(tmp_path / "run")
+    ckpt.state["calibration"]["trained_ranges"][last] = "wide"
+    runs.save_checkpoint(tmp_path / "run", ckpt)
+    more = dataclasses.replace(config, epochs=2)
+    with pytest.raises(BlendaeError, match=r"damaged \(its calibration record: range g_s\.9"):
+        loop.train(more, tmp_path / "run", tiny_splits, resume=True, progress=False)
 
 
 def test_init_from_starts_a_larger_model_from_a_trained_one(

@@ -52,8 +52,8 @@ StopHook = Callable[[nn.Module, int], bool]
 COLLAPSE_DB = 10.0  # a test PSNR this far below the run's best stops it: training collapsed
 ESTIMATE_STEPS = 5  # training steps timed (on a copy) for the first whole-run estimate
 # A finished hyperprior codec's exact decoders are calibrated on this many pixels of training
-# images (384 of 32×32: 18 s for a gained model on 2 cores), a variable-rate one's spread
-# over these qualities.
+# images (384 of 32×32: 16 s for a gained model, 22–27 s for a fixed-rate one, on 2 cores), a
+# variable-rate one's spread over these qualities.
 CALIBRATION_PIXELS = 384 * 32 * 32
 CALIBRATION_QUALITIES = (0, 20, 40, 60, 80, 100)
 
@@ -396,8 +396,7 @@ def _start(
         ckpt = runs.load_checkpoint(run_dir)
         model.load_state_dict(ckpt.model)
         if "calibration" in ckpt.state:  # a finished codec trains on from its tracked ranges
-            for name, value in ckpt.state["calibration"]["trained_ranges"].items():
-                model.get_buffer(name).fill_(value)
+            _restore_tracked_ranges(model, ckpt.state["calibration"], run_dir)
         optimizer.load_state_dict(ckpt.optimizer)
         match_param_layout(optimizer)
         torch.set_rng_state(ckpt.rng["torch"])
@@ -416,6 +415,24 @@ def _start(
             log.info("no TensorBoard events: pip install 'blendae[tensorboard]' to get them")
     distributed.barrier(ctx)
     return s
+
+
+def _restore_tracked_ranges(model: nn.Module, record: Any, run_dir: Path) -> None:
+    """Put back the ranges training had tracked before the run's end calibrated them."""
+    try:
+        ranges = record["trained_ranges"]
+        names = {k for k in model.state_dict() if k.endswith(".amax")}
+        if set(ranges) != names:
+            raise ValueError(f"it names {len(ranges)} ranges, the model has {len(names)}")
+        for name, value in ranges.items():
+            if not (isinstance(value, float) and 0 <= value < math.inf):
+                raise ValueError(f"range {name} is {value!r}")
+            model.get_buffer(name).fill_(value)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BlendaeError(
+            f"checkpoint {run_dir} is damaged (its calibration record: {exc}); delete it to "
+            "start over"
+        ) from exc
 
 
 def _state(ctx: distributed.DistContext, amp: bool, data: Data, command: str) -> dict[str, Any]:
@@ -494,7 +511,7 @@ def _calibrate(s: Session, train: TrainSet) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     log.info(
         "calibrated the exact decoders on %d training images in %.0f s: y's bits %+.2f %%, "
-        "mean PSNR %.2f → %.2f dB",
+        "mean PSNR %.2f -> %.2f dB",
         count,
         seconds,
         100 * (2 ** (result.bits_after - result.bits_before) - 1),
