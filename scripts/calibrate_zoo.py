@@ -68,7 +68,6 @@ def main() -> None:
         raise SystemExit(f"{src} records no training sets to calibrate on")
     sets = {spec: training_images(spec, args.count, args.mirror) for spec in specs}
     sets.update({f"{s} inverted": 1 - sets[s] for s in INVERTED if s in sets})
-    before = {k: float(v) for k, v in model.state_dict().items() if k.endswith(".amax")}
     start = time.perf_counter()
     cases = [(x, quality) for x in sets.values() for quality in QUALITIES]
     result = calibrate(model.eval(), cases, log=lambda line: print(line, flush=True))
@@ -93,7 +92,7 @@ def main() -> None:
             "from": meta["id"],
             "images": f"the first {args.count} training images of {', '.join(sets)}",
             "qualities": list(QUALITIES),
-            "ranges_before": before,
+            "ranges_before": result.ranges_before,
             "ranges": result.ranges,
             "mean_log2_bits": [round(result.bits_before, 5), round(result.bits_after, 5)],
             "mean_psnr": [round(result.psnr_before, 4), round(result.psnr_after, 4)],

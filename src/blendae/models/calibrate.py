@@ -54,8 +54,9 @@ class _Case:
 
 @dataclass
 class Calibration:
-    """The ranges chosen (tracker name → amax) and the scores before and after."""
+    """The ranges (tracker name → amax) before and chosen, and the scores before and after."""
 
+    ranges_before: dict[str, float]
     ranges: dict[str, float]
     bits_before: float  # mean log2 of the coded bits of y, over the cases
     bits_after: float
@@ -75,6 +76,16 @@ def _trackers(model: nn.Module, net: str) -> list[tuple[str, RangeTracker]]:
         for name, module in getattr(model, net).named_modules()
         if isinstance(module, RangeTracker)
     ]
+
+
+def _ranges(model: nn.Module) -> dict[str, float]:
+    """Every tracker's range, by its state_dict name."""
+    return {
+        name: float(tracker.amax)
+        for net in (*RATE_NETS, *PIXEL_NETS)
+        if hasattr(model, net)
+        for name, tracker in _trackers(model, net)
+    }
 
 
 def _rebuild(model: nn.Module, net: str) -> None:
@@ -158,6 +169,7 @@ def calibrate(
         raise ValueError("calibrate an updated model (its entropy tables frozen)")
     model.eval()
     default = getattr(model, "quality", None)
+    before = _ranges(model)
     chosen = []
     for x, quality in cases:
         _at_quality(model, quality)
@@ -178,10 +190,4 @@ def calibrate(
         )
     finally:
         _at_quality(model, default)
-    ranges = {
-        name: float(tracker.amax)
-        for net in (*RATE_NETS, *PIXEL_NETS)
-        if hasattr(model, net)
-        for name, tracker in _trackers(model, net)
-    }
-    return Calibration(ranges, bits_before, bits_after, psnr_before, psnr_after)
+    return Calibration(before, _ranges(model), bits_before, bits_after, psnr_before, psnr_after)

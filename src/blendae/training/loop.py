@@ -505,7 +505,6 @@ def _calibrate(s: Session, train: TrainSet) -> dict[str, Any]:
     x = x.detach().float().cpu()
     qualities = CALIBRATION_QUALITIES if model.variable_rate else (None,)
     cases = [(x[i :: len(qualities)], q) for i, q in enumerate(qualities) if i < len(x)]
-    trained = {k: float(v) for k, v in model.state_dict().items() if k.endswith(".amax")}
     t0 = time.perf_counter()
     result = calibrate(model, cases, pixels=lambda t: to_pixels(t, s.space))
     seconds = time.perf_counter() - t0
@@ -526,7 +525,7 @@ def _calibrate(s: Session, train: TrainSet) -> dict[str, Any]:
         "seconds": round(seconds, 1),
         # what training had tracked: a resumed run goes on from these, as an uninterrupted
         # one does (`_start`)
-        "trained_ranges": trained,
+        "trained_ranges": result.ranges_before,
     }
 
 
